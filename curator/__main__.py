@@ -1,0 +1,3 @@
+from curator.cli import app
+
+app(prog_name="curator")

@@ -1,0 +1,177 @@
+"""The `curator` command line."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from curator.config import ManifestError, load_manifest
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Buy chain-of-thought from a teacher, keep what is right and clean, ship it to SFT.")
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _guard(fn):
+    """Expected failures end in one line, never a traceback."""
+    from curator.run import RunError
+    from curator.store.sample_store import StoreLocked
+
+    try:
+        return fn()
+    except (ManifestError, RunError, StoreLocked, FileNotFoundError) as e:
+        _fail(str(e))
+
+
+@app.command()
+def run(
+    manifest: Path = typer.Argument(..., help="a run manifest (YAML)"),
+    progress: bool = typer.Option(True, help="show the live progress display"),
+) -> None:
+    """Sample the teacher for every prompt of the manifest (only what is not stored yet), filter, store."""
+    from curator.run import run_manifest
+
+    warnings.simplefilter("default")
+    result = _guard(lambda: run_manifest(load_manifest(manifest), progress=progress))
+    _summary(result)
+
+
+@app.command()
+def resume(out: Path = typer.Argument(..., help="an output directory of an earlier run"), progress: bool = True) -> None:
+    """Finish a run: send only the requests whose answers are not stored."""
+    from curator.run import resume as do_resume
+
+    result = _guard(lambda: do_resume(out, progress=progress))
+    _summary(result)
+
+
+def _summary(result) -> None:
+    s = result.stats
+    cost = f"${s.cost_usd:.4f}" if s.cost_known else "unknown (no price for this model)"
+    err.print(
+        f"stored {s.stored} new samples ({s.already_stored} already stored) in {result.out_dir}; "
+        f"requests {s.requests}, retries {s.retries}, failed prompts {s.failed}; cost this run {cost}"
+        + (f"; accepted {s.accepted}/{s.judged}" if s.judged else ""),
+        highlight=False,
+    )
+    for e in s.errors[:5]:
+        err.print(f"  {e}", highlight=False)
+    if s.stop_reason:
+        err.print(f"stopped: {s.stop_reason}", highlight=False)
+    if s.failed:
+        _fail(f"{s.failed} prompts failed after retries; `curator resume {result.out_dir}` sends them again", 3)
+
+
+@app.command()
+def status(out: Path, as_json: bool = typer.Option(False, "--json", help="print one JSON object")) -> None:
+    """Counts, tokens and cost so far of an output directory."""
+    from curator.run import status as get_status
+
+    info = _guard(lambda: get_status(out))
+    if as_json:
+        print(json.dumps(info, default=str))
+        return
+    cost = "unknown" if info["cost_usd"] is None else f"${info['cost_usd']:.4f}"
+    print(f"{info['name']}: {info['stored']} samples over {info['prompts']} prompts; accepted {info['accepted']}, rejected {info['rejected']}")
+    print(f"tokens: prompt {info['prompt_tokens']:,}, completion {info['completion_tokens']:,}; cost {cost}")
+    for r in info["runs"]:
+        print(f"  run {r['run_id']} ({r['command']}): {r['status']}, {r['samples']} samples")
+
+
+@app.command(name="filter")
+def filter_cmd(
+    out: Path = typer.Argument(..., help="an output directory"),
+    chain: Optional[str] = typer.Option(None, "--chain", help="a chain file (filters/NAME.yaml); default: the manifest's"),
+    workers: int = typer.Option(2, help="worker processes for heavy filters"),
+) -> None:
+    """Re-run a filter chain on stored samples (no sampling); verdicts replace the old ones atomically."""
+    from curator.filters.base import FilterContext
+    from curator.filters.chain import load_chain
+    from curator.judging import run_chain
+    from curator.run import RESOLVED_MANIFEST, RunError
+    from curator.store import catalog
+
+    def go():
+        if not (out / RESOLVED_MANIFEST).exists():
+            raise RunError(f"{out}: not a curator output directory (no {RESOLVED_MANIFEST})")
+        m = load_manifest(out / RESOLVED_MANIFEST)
+        spec = chain if chain is not None else m.filters
+        if spec is None:
+            raise RunError("no chain given (--chain) and the manifest names none")
+        ctx = FilterContext(output_dir=out, base_dir=Path.cwd() if chain else m.base_dir, workers=workers, teacher=m.teacher)
+        c = load_chain(spec, ctx)
+        try:
+            run_chain(out, c)
+        finally:
+            ctx.close()
+            for s in c.steps:
+                s.filter.ctx.close()
+        con = catalog.connect(out)
+        try:
+            return c.name, con.execute(
+                "SELECT count(*), count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE accepted = false) FROM samples"
+            ).fetchone(), con.execute(
+                "SELECT reject_reason, count(*) FROM samples WHERE accepted = false GROUP BY 1 ORDER BY 2 DESC"
+            ).fetchall()
+        finally:
+            con.close()
+
+    name, (total, acc, rej), reasons = _guard(go)
+    print(f"chain {name}: {total} samples, {acc} accepted, {rej} rejected")
+    for reason, n in reasons:
+        print(f"  {reason}: {n}")
+
+
+@app.command()
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    config: Optional[Path] = typer.Option(None, help="server config YAML (latency, outcome mix, faults...)"),
+    problems: Optional[Path] = typer.Option(None, help="problem file whose gold answers the scripted teacher uses"),
+    latency_ms: Optional[float] = typer.Option(None),
+    cot_placement: Optional[str] = typer.Option(None),
+) -> None:
+    """Start the local OpenAI-compatible teacher (scripted answers, latency, injected faults)."""
+    import yaml
+
+    from curator.server.config import ServerConfig
+    from curator.server.runner import serve as do_serve
+
+    data = yaml.safe_load(config.read_text()) if config else {}
+    if problems:
+        data["problems"] = str(problems)
+    if latency_ms is not None:
+        data["latency_ms"] = latency_ms
+    if cot_placement:
+        data["cot_placement"] = cot_placement
+    do_serve(ServerConfig.model_validate(data), host=host, port=port)
+
+
+@app.command()
+def demo(
+    out: Optional[Path] = typer.Option(None, help="output directory (default: the demo manifest's)"),
+    progress: bool = True,
+) -> None:
+    """Run the demo manifest against a local teacher this command starts itself (no API key)."""
+    from curator.demo import run_demo
+
+    _guard(lambda: run_demo(out=out, progress=progress))
+
+
+# Commands that live in their own modules register themselves on `app` when imported.
+from curator import cli_report as _cli_report  # noqa: E402,F401
+from curator import cli_export as _cli_export  # noqa: E402,F401
+
+
+def main() -> None:  # pragma: no cover
+    app()
+

@@ -1,0 +1,3 @@
+"""`curator export` (registered on the main app)."""
+
+from curator.cli import app  # noqa: F401

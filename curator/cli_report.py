@@ -1,0 +1,3 @@
+"""`curator report` (registered on the main app)."""
+
+from curator.cli import app  # noqa: F401

@@ -1,0 +1,172 @@
+"""The run manifest: pydantic models, loading, validation with errors that name file and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ManifestError(Exception):
+    """One clear line: what is wrong and where."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Source(_Strict):
+    path: str
+    split: str | None = None  # for saved Hugging Face datasets (DatasetDict)
+    format: Literal["auto", "jsonl", "json", "parquet", "csv", "hf"] = "auto"
+    id: str | None = None  # column holding a unique id; row number when absent
+    problem: str = "problem"
+    answer: str | None = None  # gold answer column (optional)
+    limit: int | None = Field(default=None, gt=0)
+    shuffle_seed: int | None = None
+
+
+class PromptTemplate(_Strict):
+    system: str | None = None
+    user: str
+
+
+class Price(_Strict):
+    """US dollars per million tokens."""
+
+    input: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+    output: float = Field(ge=0)
+    batch_discount: float = Field(default=0.0, ge=0, lt=1)
+
+
+class Params(BaseModel):
+    # Sampling params pass through to the API, so unknown keys are allowed (presence_penalty...).
+    model_config = ConfigDict(extra="allow")
+    temperature: float | None = 0.6
+    top_p: float | None = 0.95
+    max_tokens: int | None = Field(default=None, gt=0)
+    n: int = Field(default=1, ge=1, le=128)
+    seed: int | None = None
+    extra_body: dict[str, Any] | None = None
+
+
+class Teacher(_Strict):
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    params: Params = Field(default_factory=Params)
+    price: Price | None = None
+    n_strategy: Literal["auto", "param", "separate"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_literal_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "api_key" in data:
+            raise ValueError("teacher.api_key is not allowed: put the key in an environment variable and name it in teacher.api_key_env")
+        return data
+
+
+class Limits(_Strict):
+    concurrency: int = Field(default=64, ge=1)
+    rpm: float | None = Field(default=None, gt=0)
+    tpm: float | None = Field(default=None, gt=0)
+    timeout_s: float = Field(default=600, gt=0)
+    max_retries: int = Field(default=8, ge=0)
+    max_backoff_s: float = Field(default=60, gt=0)
+
+
+class Budget(_Strict):
+    max_usd: float | None = Field(default=None, gt=0)
+    max_accepted: int | None = Field(default=None, gt=0)
+
+
+class Store(_Strict):
+    shard_rows: int = Field(default=20_000, gt=0)  # compact the journal into a shard at this size
+    flush_interval_s: float = Field(default=0.05, gt=0)
+
+
+class Manifest(_Strict):
+    name: str
+    source: Source
+    prompt: PromptTemplate | str
+    teacher: Teacher
+    limits: Limits = Field(default_factory=Limits)
+    filters: str | dict[str, Any] | list[Any] | None = None
+    output: str
+    budget: Budget = Field(default_factory=Budget)
+    store: Store = Field(default_factory=Store)
+
+    # Set by load_manifest: where relative paths resolve.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+    manifest_path: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    def resolve(self, p: str | Path) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+    @property
+    def output_dir(self) -> Path:
+        return self.resolve(self.output)
+
+    def template(self) -> PromptTemplate:
+        if isinstance(self.prompt, PromptTemplate):
+            return self.prompt
+        path = self.resolve(self.prompt)
+        data = _read_yaml(path)
+        try:
+            return PromptTemplate.model_validate(data)
+        except ValidationError as e:
+            raise ManifestError(f"{path}: {_first_error(e)}") from None
+
+    def redacted(self) -> dict[str, Any]:
+        """The resolved manifest as stored in receipts: the key is only ever named, never read."""
+        data = self.model_dump(mode="json")
+        data["prompt"] = self.template().model_dump()
+        return data
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    return f"field '{loc}': {msg}" + (f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else "")
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.exists():
+        raise ManifestError(f"{path}: file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ManifestError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    path = Path(path).expanduser().resolve()
+    data = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: a manifest is a YAML mapping (name, source, prompt, teacher, output...)")
+    try:
+        m = Manifest.model_validate(data)
+    except ValidationError as e:
+        raise ManifestError(f"{path}: {_first_error(e)}") from None
+    m.base_dir = path.parent
+    m.manifest_path = path
+    m.template()  # fail now, not mid-run, on a bad template file
+    return m

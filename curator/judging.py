@@ -1,0 +1,135 @@
+"""Apply a filter chain to an output directory: as answers arrive (sample steps), and as a pass
+over all shards (dataset steps such as near-dup, or `curator filter OUT --chain ...`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from curator.filters.chain import Chain, VerdictWriter, apply_steps
+from curator.records import SAMPLE_SCHEMA
+from curator.store.sample_store import journal_paths, shard_paths
+
+_POLARS_SCHEMA = pl.from_arrow(SAMPLE_SCHEMA.empty_table()).schema
+
+
+def frame_from_records(records: list[dict[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame([{c: r.get(c) for c in _POLARS_SCHEMA} for r in records], schema=_POLARS_SCHEMA)
+
+
+def read_samples(out_dir: Path) -> pl.DataFrame:
+    """Every stored sample once, in storage order (shards, then journals not yet compacted)."""
+    from curator.store.journal import read_journal
+
+    frames = [pl.read_parquet(p) for p in shard_paths(out_dir)]
+    rows = [r for p in journal_paths(out_dir) for r in read_journal(p)]
+    if rows:
+        frames.append(frame_from_records(rows))
+    if not frames:
+        return pl.DataFrame(schema=_POLARS_SCHEMA)
+    df = pl.concat([f.select(list(_POLARS_SCHEMA)).cast(_POLARS_SCHEMA) for f in frames])
+    return df.unique(subset="key", keep="first", maintain_order=True).sort("seq", nulls_last=True)
+
+
+def _accepted(frames: list[pl.DataFrame]) -> pl.Series | None:
+    if not frames:
+        return None
+    ok = frames[0]["passed"].fill_null(False)
+    for f in frames[1:]:
+        ok = ok & f["passed"].fill_null(False)
+    return ok
+
+
+class IncrementalJudge:
+    """Sample steps on each new batch of stored answers; counts the accepted so far for budgets."""
+
+    def __init__(self, out_dir: Path, chain: Chain):
+        self.out_dir = out_dir
+        self.chain = chain
+        self.writer = VerdictWriter(out_dir, chain, replace=False)
+        self.steps = chain.sample_steps()
+        self.accepted = 0
+        self.judged = 0
+        self.catch_up()
+
+    def catch_up(self) -> None:
+        """Judge stored answers that carry no verdict yet (a new chain, or rows a kill left unjudged)."""
+        done = self.writer.judged_keys()
+        todo = read_samples(self.out_dir)
+        self.accepted, self.judged = self._count_done(done) if done else (0, 0)
+        todo = todo.filter(~pl.col("key").is_in(list(done))) if done else todo
+        for start in range(0, todo.height, 5_000):
+            self._judge_frame(todo.slice(start, 5_000))
+
+    def _count_done(self, done: set[str]) -> tuple[int, int]:
+        import duckdb
+
+        files = [str(p) for p in self.writer.dir.glob("*.parquet")]
+        steps = [s.index for s in self.steps]
+        con = duckdb.connect()
+        ok = con.execute(
+            "SELECT count(*) FILTER (WHERE ok) FROM (SELECT key, bool_and(passed) ok FROM read_parquet(?) WHERE list_contains(?, step) GROUP BY key)",
+            [files, steps],
+        ).fetchone()[0]
+        con.close()
+        return int(ok), len(done)
+
+    def _judge_frame(self, df: pl.DataFrame) -> None:
+        if df.height == 0:
+            return
+        if not self.steps:
+            self.judged += df.height
+            return
+        frames = apply_steps(self.steps, df)
+        self.writer.write(frames, "batch")
+        self.accepted += int(_accepted(frames).sum())
+        self.judged += df.height
+
+    def judge(self, records: list[dict[str, Any]]) -> None:
+        self._judge_frame(frame_from_records(records))
+
+    def finish(self) -> None:
+        run_dataset_steps(self.out_dir, self.chain, self.writer)
+        self.writer.finish()
+
+
+def run_dataset_steps(out_dir: Path, chain: Chain, writer: VerdictWriter) -> None:
+    steps = chain.dataset_steps()
+    if not steps:
+        return
+    df = read_samples(out_dir)
+    if df.height == 0:
+        return
+    import duckdb
+
+    files = [str(p) for p in writer.dir.glob("*.parquet")]
+    for step in steps:
+        prior = pl.Series("prior_passed", [True] * df.height)
+        if files:
+            con = duckdb.connect()
+            earlier = con.execute(
+                "SELECT key, bool_and(passed) AS ok FROM read_parquet(?) WHERE step < ? GROUP BY key",
+                [files, step.index],
+            ).pl()
+            con.close()
+            prior = df.select("key").join(earlier, on="key", how="left", maintain_order="left")["ok"].fill_null(True)
+        frames = apply_steps([step], df, prior)
+        writer.replace_step(step, frames[0])
+        files = [str(p) for p in writer.dir.glob("*.parquet")]
+
+
+def run_chain(out_dir: Path, chain: Chain) -> dict[str, int]:
+    """Re-judge everything stored with `chain`, replacing the verdicts atomically at the end."""
+    writer = VerdictWriter(out_dir, chain, replace=True)
+    df = read_samples(out_dir)
+    steps = chain.sample_steps()
+    batch = 5_000
+    for start in range(0, df.height, batch):
+        part = df.slice(start, batch)
+        if steps:
+            writer.write(apply_steps(steps, part), "batch")
+    run_dataset_steps(out_dir, chain, writer)
+    writer.finish()
+    return {"samples": df.height}

@@ -1,0 +1,339 @@
+"""The async sampling loop: AsyncOpenAI, bounded in-flight requests, RPM/TPM limits, retries.
+
+Every answer goes to the store (journal + fsync) before it counts as done; filters judge only
+stored answers. Request keys are deterministic, so resume sends only keys with no answer."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import httpx
+import openai
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from curator.config import Manifest, Price
+from curator.cost import request_cost
+from curator.parse import Usage, read_usage, split_reasoning
+from curator.ratelimit import RateLimiter, retry_after
+from curator.sources import Problem
+
+
+class FatalRequestError(Exception):
+    """The server refused the request for a reason retrying cannot fix (bad key, model, params)."""
+
+
+class MalformedResponse(Exception):
+    pass
+
+
+@dataclass
+class Job:
+    problem: Problem
+    messages: list[dict[str, str]]
+    indices: list[int]  # sample indices still without an answer
+    keys: dict[int, str]
+
+
+@dataclass
+class Stats:
+    total_samples: int = 0
+    already_stored: int = 0
+    stored: int = 0
+    requests: int = 0
+    in_flight: int = 0
+    retries: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_known: bool = True
+    accepted: int = 0
+    judged: int = 0
+    started: float = field(default_factory=time.monotonic)
+    stop_reason: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def normalise_endpoint(base_url: str) -> str:
+    return base_url.rstrip("/")
+
+
+def sample_key(endpoint: str, model: str, messages: list[dict[str, str]], params: dict[str, Any], index: int) -> str:
+    """Changing endpoint, model, messages or params gives new keys: old answers are never reused silently."""
+    blob = json.dumps(
+        {"endpoint": normalise_endpoint(endpoint), "model": model, "messages": messages, "params": params, "sample_index": index},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def request_params(manifest: Manifest) -> dict[str, Any]:
+    """Sampling params that shape an answer (and so the key); n is the number of samples, not a param."""
+    p = manifest.teacher.params.model_dump(exclude_none=True)
+    p.pop("n", None)
+    return p
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, MalformedResponse, httpx.TransportError)):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409, 425, 429) or exc.status_code >= 500
+    return False
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, openai.APIStatusError):
+        msg = exc.message
+        body = exc.body if isinstance(exc.body, dict) else {}
+        if isinstance(body.get("error"), dict):
+            msg = body["error"].get("message", msg)
+        elif isinstance(body.get("message"), str):
+            msg = body["message"]
+        return f"HTTP {exc.status_code}: {' '.join(str(msg).split())}"
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _shares(weights: list[int], total: int | None) -> list[int | None]:
+    """Split a request-level token count over its choices so that the parts add up to the total."""
+    if total is None:
+        return [None] * len(weights)
+    wsum = sum(weights) or len(weights)
+    weights = weights if sum(weights) else [1] * len(weights)
+    parts = [total * w // wsum for w in weights]
+    parts[-1] += total - sum(parts)
+    return parts
+
+
+class Sampler:
+    def __init__(
+        self,
+        manifest: Manifest,
+        api_key: str,
+        store_append: Callable[[list[dict[str, Any]]], Awaitable[None]],
+        price: Price | None,
+        stats: Stats,
+        should_stop: Callable[[], str | None] = lambda: None,
+    ):
+        self.m = manifest
+        self.t = manifest.teacher
+        self.limits = manifest.limits
+        self.endpoint = normalise_endpoint(self.t.base_url)
+        self.params = request_params(manifest)
+        self.price = price
+        self.stats = stats
+        self.store_append = store_append
+        self.should_stop = should_stop
+        self.limiter = RateLimiter(self.limits.rpm, self.limits.tpm)
+        # Retries are ours (tenacity), so the client's own are off.
+        self.client = openai.AsyncOpenAI(
+            base_url=self.endpoint,
+            api_key=api_key,
+            max_retries=0,
+            timeout=self.limits.timeout_s,
+            http_client=httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=self.limits.concurrency, max_keepalive_connections=self.limits.concurrency),
+                timeout=self.limits.timeout_s,
+            ),
+        )
+        self.n_mode = self.t.n_strategy
+        self._fatal: FatalRequestError | None = None
+        self._any_success = False
+        self._cost_per_request: float | None = None
+
+    # -- one HTTP request, retried -------------------------------------------------------------
+
+    def _estimate_tokens(self, messages: list[dict[str, str]], n: int) -> int:
+        prompt = sum(len(m["content"]) for m in messages) // 4 + 8
+        return prompt + n * (self.t.params.max_tokens or 4096)
+
+    async def _post(self, messages: list[dict[str, str]], n: int, extra_seed: int) -> tuple[dict[str, Any], int, float]:
+        body: dict[str, Any] = {k: v for k, v in self.params.items() if k != "extra_body"}
+        if n > 1:
+            body["n"] = n
+        if extra_seed and "seed" in body:
+            body["seed"] = body["seed"] + extra_seed
+        extra_body = self.params.get("extra_body")
+        attempts = 0
+        start = time.monotonic()
+
+        def _wait(state) -> float:
+            exc = state.outcome.exception()
+            headers = getattr(getattr(exc, "response", None), "headers", None)
+            asked = retry_after(headers) if isinstance(exc, openai.APIStatusError) else None
+            if asked is not None:
+                self.limiter.pause(min(asked, self.limits.max_backoff_s))
+                return min(asked, self.limits.max_backoff_s)
+            return wait_exponential_jitter(initial=0.25, max=self.limits.max_backoff_s, jitter=0.5)(state)
+
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self.limits.max_retries + 1),
+            wait=_wait,
+            retry=retry_if_exception(_is_retryable),
+            reraise=True,
+        ):
+            with attempt:
+                attempts += 1
+                if attempts > 1:
+                    self.stats.retries += 1
+                reserved = self._estimate_tokens(messages, n)
+                await self.limiter.acquire(reserved)
+                self.stats.requests += 1
+                raw = await self.client.chat.completions.with_raw_response.create(
+                    model=self.t.model, messages=messages, extra_body=extra_body, **body
+                )
+                try:
+                    data = json.loads(raw.http_response.content)
+                except ValueError:
+                    self.limiter.refund(reserved)
+                    raise MalformedResponse("the server sent a body that is not JSON") from None
+                if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+                    self.limiter.refund(reserved)
+                    raise MalformedResponse("the server sent JSON without choices")
+                self.limiter.observe(raw.headers)
+                used = (data.get("usage") or {}).get("total_tokens")
+                self.limiter.refund(max(0, reserved - used) if isinstance(used, int) else 0)
+        return data, attempts, time.monotonic() - start
+
+    # -- one job: a prompt and the sample indices it still lacks ---------------------------------
+
+    def _records(self, job: Job, data: dict[str, Any], indices: list[int], attempts: int, latency: float) -> list[dict[str, Any]]:
+        choices = sorted(data["choices"], key=lambda c: c.get("index", 0))[: len(indices)]
+        messages = [c.get("message") or {} for c in choices]
+        splits = [split_reasoning(msg) for msg in messages]
+        usage = read_usage(data.get("usage"))
+        cost = request_cost(usage, self.price)
+        weights = [len(s.cot) + len(s.completion) + 1 for s in splits]
+        ctoks = _shares(weights, usage.completion_tokens)
+        rtoks = _shares([len(s.cot) + 1 for s in splits], usage.reasoning_tokens)
+        ptoks = _shares([1] * len(splits), usage.prompt_tokens)
+        cached = _shares([1] * len(splits), usage.cached_tokens)
+        now = time.time()
+        out = []
+        for i, (choice, msg, sp) in enumerate(zip(choices, messages, splits)):
+            idx = indices[i]
+            out.append(
+                {
+                    "key": job.keys[idx],
+                    "run": self.m.name,
+                    "prompt_id": job.problem.id,
+                    "sample_index": idx,
+                    "source": self.m.source.path,
+                    "problem": job.problem.problem,
+                    "gold": job.problem.gold,
+                    "row_json": json.dumps(job.problem.row, ensure_ascii=False, default=str),
+                    "messages_json": json.dumps(job.messages, ensure_ascii=False),
+                    "cot": sp.cot,
+                    "completion": sp.completion,
+                    "cot_source": sp.cot_source,
+                    "raw_content": msg.get("content"),
+                    "finish_reason": choice.get("finish_reason"),
+                    "prompt_tokens": ptoks[i],
+                    "completion_tokens": ctoks[i],
+                    "reasoning_tokens": rtoks[i],
+                    "cached_tokens": cached[i],
+                    "cost_usd": None if cost is None else cost * (weights[i] / sum(weights)),
+                    "model": data.get("model") or self.t.model,
+                    "endpoint": self.endpoint,
+                    "params_json": json.dumps(self.params, sort_keys=True),
+                    "request_id": data.get("id"),
+                    "attempts": attempts,
+                    "latency_s": latency,
+                    "created_at": now,
+                }
+            )
+        self._account(usage, cost)
+        return out
+
+    def _account(self, usage: Usage, cost: float | None) -> None:
+        s = self.stats
+        s.prompt_tokens += usage.prompt_tokens or 0
+        s.completion_tokens += usage.completion_tokens or 0
+        if cost is None:
+            s.cost_known = False
+        else:
+            s.cost_usd += cost
+            done = max(1, s.requests)
+            self._cost_per_request = s.cost_usd / done
+
+    async def _run_job(self, job: Job) -> None:
+        pending = list(job.indices)
+        while pending:
+            if self.n_mode == "separate" or len(pending) == 1:
+                batch = pending[:1]
+            else:
+                batch = pending
+            seed_shift = batch[0] if (self.n_mode == "separate" and len(job.indices) > 1) else 0
+            try:
+                data, attempts, latency = await self._post(job.messages, len(batch), seed_shift)
+            except openai.BadRequestError as e:
+                if len(batch) > 1 and self.n_mode == "auto" and "n" in _one_line(e).lower():
+                    self.n_mode = "separate"  # this server takes no n: one request per sample from now on
+                    continue
+                raise
+            records = self._records(job, data, batch, attempts, latency)
+            if not records:
+                raise MalformedResponse("the server answered with no choices")
+            self._any_success = True
+            await self.store_append(records)
+            done = {r["sample_index"] for r in records}
+            if len(batch) > 1 and len(done) < len(batch) and self.n_mode == "auto":
+                self.n_mode = "separate"  # the server ignored n
+            pending = [i for i in pending if i not in done]
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _projected_usd(self) -> float:
+        per = self._cost_per_request or 0.0
+        return self.stats.cost_usd + self.stats.in_flight * per
+
+    def _budget_stop(self) -> str | None:
+        b = self.m.budget
+        if b.max_usd is not None and self.stats.cost_known and self._projected_usd() >= b.max_usd:
+            return f"budget: spent ${self.stats.cost_usd:.4f} of max_usd ${b.max_usd}"
+        return self.should_stop()
+
+    async def run(self, jobs: list[Job]) -> None:
+        queue = iter(jobs)
+
+        async def worker() -> None:
+            for job in queue:
+                if self._fatal is not None or self.stats.stop_reason:
+                    return
+                reason = self._budget_stop()
+                if reason:
+                    self.stats.stop_reason = reason
+                    return
+                self.stats.in_flight += 1
+                try:
+                    await self._run_job(job)
+                except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as e:
+                    self._fatal = FatalRequestError(_one_line(e))
+                except openai.BadRequestError as e:
+                    if not self._any_success:
+                        self._fatal = FatalRequestError(_one_line(e))
+                    else:  # one bad prompt (too long...) must not stop a paid-for run
+                        self.stats.failed += 1
+                        self.stats.errors.append(f"prompt {job.problem.id}: {_one_line(e)}")
+                except Exception as e:  # retries exhausted: record, go on, resume will retry
+                    if isinstance(e, (asyncio.CancelledError, KeyboardInterrupt)):
+                        raise
+                    self.stats.failed += 1
+                    self.stats.errors.append(f"prompt {job.problem.id}: {_one_line(e)}")
+                finally:
+                    self.stats.in_flight -= 1
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(min(self.limits.concurrency, max(1, len(jobs))))))
+        finally:
+            await self.client.close()
+        if self._fatal is not None:
+            raise self._fatal

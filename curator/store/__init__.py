@@ -1,0 +1,1 @@
+"""Storage: journal (append + fsync), Parquet shards, DuckDB catalog."""

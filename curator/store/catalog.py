@@ -1,0 +1,114 @@
+"""The DuckDB catalog: views over the shards and verdicts, and the table of runs.
+
+The catalog holds no sample data of its own (the Parquet files do), so it can always be rebuilt
+from them; `connect` refreshes the views each time so a moved output directory still works."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+
+from curator.records import SAMPLE_SCHEMA, VERDICT_SCHEMA
+
+CATALOG = "catalog.duckdb"
+
+_DUCK_TYPES = {
+    "string": "VARCHAR",
+    "int32": "INTEGER",
+    "int64": "BIGINT",
+    "double": "DOUBLE",
+    "bool": "BOOLEAN",
+}
+
+
+def _empty_select(schema) -> str:
+    cols = ", ".join(f"CAST(NULL AS {_DUCK_TYPES[str(f.type)]}) AS {f.name}" for f in schema)
+    return f"SELECT {cols} WHERE false"
+
+
+def _q(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _chain_steps(out_dir: Path) -> int:
+    meta = out_dir / "verdicts" / "chain.json"
+    if not meta.exists():
+        return 0
+    return len(json.loads(meta.read_text()).get("steps", []))
+
+
+def refresh_views(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
+    out_dir = out_dir.resolve()
+    shards = out_dir / "shards"
+    if shards.exists() and any(shards.glob("*.parquet")):
+        # A key appears once even if a crash left it in two shards (recovery re-wrote a journal).
+        raw = f"SELECT * FROM read_parquet({_q(shards / '*.parquet')}, union_by_name=true) QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq) = 1"
+    else:
+        raw = _empty_select(SAMPLE_SCHEMA)
+    con.execute(f"CREATE OR REPLACE VIEW shards_raw AS {raw}")
+
+    vdir = out_dir / "verdicts"
+    if vdir.exists() and any(vdir.glob("*.parquet")):
+        ver = f"SELECT * FROM read_parquet({_q(vdir / '*.parquet')}, union_by_name=true) QUALIFY row_number() OVER (PARTITION BY key, step ORDER BY filename DESC) = 1"
+        ver = f"SELECT * EXCLUDE (filename) FROM ({ver.replace('union_by_name=true', 'union_by_name=true, filename=true')})"
+    else:
+        ver = _empty_select(VERDICT_SCHEMA)
+    con.execute(f"CREATE OR REPLACE VIEW verdicts AS {ver}")
+
+    steps = _chain_steps(out_dir)
+    con.execute(
+        f"""
+        CREATE OR REPLACE VIEW samples AS
+        WITH v AS (
+            SELECT key,
+                   count(*) AS n_steps,
+                   bool_and(passed) AS all_passed,
+                   min_by(filter || ':' || reason, step) FILTER (WHERE NOT passed) AS reject_reason
+            FROM verdicts GROUP BY key
+        )
+        SELECT s.*,
+               CASE WHEN v.all_passed = false THEN false
+                    WHEN v.n_steps >= {steps} AND {steps} > 0 THEN true
+                    ELSE NULL END AS accepted,
+               v.reject_reason
+        FROM shards_raw s LEFT JOIN v USING (key)
+        """
+    )
+    _ensure_runs(con)
+
+
+_RUNS_DDL = """CREATE TABLE IF NOT EXISTS runs (
+            run_id VARCHAR PRIMARY KEY, name VARCHAR, command VARCHAR, status VARCHAR,
+            started_at DOUBLE, ended_at DOUBLE, requests BIGINT, samples BIGINT,
+            prompt_tokens BIGINT, completion_tokens BIGINT, cost_usd DOUBLE, receipt VARCHAR)"""
+
+
+def _ensure_runs(con: duckdb.DuckDBPyConnection) -> None:
+    exists = con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'runs'").fetchone()[0]
+    if not exists:
+        con.execute(_RUNS_DDL)
+
+
+def connect(out_dir: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open OUT/catalog.duckdb with fresh views. read_only=True never writes the file: views are
+    built in an in-memory database instead (for readers while a run holds the catalog)."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        raise FileNotFoundError(f"{out_dir}: no such output directory")
+    if read_only:
+        con = duckdb.connect(":memory:")
+        path = out_dir / CATALOG
+        if path.exists():
+            try:
+                con.execute(f"ATTACH {_q(path.resolve())} AS cat (READ_ONLY)")
+                if con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name='cat' AND table_name='runs'").fetchone()[0]:
+                    con.execute("CREATE VIEW runs AS SELECT * FROM cat.runs")
+            except duckdb.Error:
+                pass  # held by a writer: the shards are the data anyway
+        refresh_views(con, out_dir)
+        return con
+    con = duckdb.connect(str(out_dir / CATALOG))
+    refresh_views(con, out_dir)
+    return con

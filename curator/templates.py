@@ -1,0 +1,43 @@
+"""Render a prompt template into chat messages.
+
+Placeholders are `{{ column }}` (Jinja). LaTeX in templates (`\\boxed{}`, `\\frac{a}{b}`) passes
+through untouched because Jinja only acts on `{{`, `{%` and `{#`; values are inserted verbatim.
+A placeholder naming no column is an error that names it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jinja2
+from jinja2 import meta
+
+from curator.config import ManifestError, PromptTemplate
+
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+
+
+class Renderer:
+    def __init__(self, template: PromptTemplate, where: str = "prompt"):
+        self.where = where
+        self._parts: list[tuple[str, jinja2.Template]] = []
+        self.placeholders: set[str] = set()
+        for role, text in (("system", template.system), ("user", template.user)):
+            if text is None:
+                continue
+            try:
+                ast = _ENV.parse(text)
+            except jinja2.TemplateSyntaxError as e:
+                raise ManifestError(f"{where}: {role} template line {e.lineno}: {e.message}") from None
+            self.placeholders |= meta.find_undeclared_variables(ast)
+            self._parts.append((role, _ENV.from_string(text)))
+
+    def check_columns(self, columns: set[str], source: str) -> None:
+        missing = sorted(self.placeholders - columns - {"problem", "gold", "id"})
+        if missing:
+            raise ManifestError(
+                f"{self.where}: placeholder {{{{ {missing[0]} }}}} has no column in {source}; columns are {', '.join(sorted(columns))}"
+            )
+
+    def render(self, row: dict[str, Any]) -> list[dict[str, str]]:
+        return [{"role": role, "content": tpl.render(row)} for role, tpl in self._parts]
