@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-import httpx
 import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -21,6 +21,12 @@ from curator.cost import request_cost
 from curator.parse import Usage, read_usage, split_reasoning
 from curator.ratelimit import RateLimiter, retry_after
 from curator.sources import Problem
+
+
+try:  # the HTTP library under the openai client: httpx2 in openai >= 3, httpx before
+    from httpx2 import Response as _RAW
+except ImportError:  # pragma: no cover - older openai
+    from httpx import Response as _RAW
 
 
 class FatalRequestError(Exception):
@@ -82,7 +88,7 @@ def request_params(manifest: Manifest) -> dict[str, Any]:
 
 
 def _is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, MalformedResponse, httpx.TransportError)):
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, MalformedResponse)):
         return True
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in (408, 409, 425, 429) or exc.status_code >= 500
@@ -113,6 +119,15 @@ def _shares(weights: list[int], total: int | None) -> list[int | None]:
     return parts
 
 
+def _http_client(timeout_s: float):
+    """aiohttp under the openai client: httpx's pool costs O(connections) per request, which at
+    hundreds in flight made the client, not the teacher, the bottleneck (bench/sampling.py)."""
+    try:
+        return openai.DefaultAioHttpClient(timeout=timeout_s)
+    except RuntimeError:  # openai installed without its aiohttp extra
+        return None
+
+
 class Sampler:
     def __init__(
         self,
@@ -135,14 +150,7 @@ class Sampler:
         self.limiter = RateLimiter(self.limits.rpm, self.limits.tpm)
         # Retries are ours (tenacity), so the client's own are off.
         self.client = openai.AsyncOpenAI(
-            base_url=self.endpoint,
-            api_key=api_key,
-            max_retries=0,
-            timeout=self.limits.timeout_s,
-            http_client=httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=self.limits.concurrency, max_keepalive_connections=self.limits.concurrency),
-                timeout=self.limits.timeout_s,
-            ),
+            base_url=self.endpoint, api_key=api_key, max_retries=0, timeout=self.limits.timeout_s, http_client=_http_client(self.limits.timeout_s)
         )
         self.n_mode = self.t.n_strategy
         self._fatal: FatalRequestError | None = None
@@ -156,12 +164,13 @@ class Sampler:
         return prompt + n * (self.t.params.max_tokens or 4096)
 
     async def _post(self, messages: list[dict[str, str]], n: int, extra_seed: int) -> tuple[dict[str, Any], int, float]:
-        body: dict[str, Any] = {k: v for k, v in self.params.items() if k != "extra_body"}
+        body: dict[str, Any] = {"model": self.t.model, "messages": messages}
+        body.update((k, v) for k, v in self.params.items() if k != "extra_body")
+        body.update(self.params.get("extra_body") or {})
         if n > 1:
             body["n"] = n
         if extra_seed and "seed" in body:
             body["seed"] = body["seed"] + extra_seed
-        extra_body = self.params.get("extra_body")
         attempts = 0
         start = time.monotonic()
 
@@ -187,11 +196,12 @@ class Sampler:
                 reserved = self._estimate_tokens(messages, n)
                 await self.limiter.acquire(reserved)
                 self.stats.requests += 1
-                raw = await self.client.chat.completions.with_raw_response.create(
-                    model=self.t.model, messages=messages, extra_body=extra_body, **body
-                )
+                # The typed `chat.completions.create` costs ~50% more client CPU per request (param
+                # transforms, pydantic) than a raw POST through the same client (bench/sampling.py);
+                # at hundreds of requests/s that is the difference between teacher- and client-bound.
+                raw = await self.client.post("/chat/completions", body=body, cast_to=_RAW, options={"timeout": self.limits.timeout_s})
                 try:
-                    data = json.loads(raw.http_response.content)
+                    data = json.loads(raw.content)
                 except ValueError:
                     self.limiter.refund(reserved)
                     raise MalformedResponse("the server sent a body that is not JSON") from None
@@ -275,7 +285,7 @@ class Sampler:
             try:
                 data, attempts, latency = await self._post(job.messages, len(batch), seed_shift)
             except openai.BadRequestError as e:
-                if len(batch) > 1 and self.n_mode == "auto" and "n" in _one_line(e).lower():
+                if len(batch) > 1 and self.t.n_strategy == "auto" and re.search(r"\bn\b", _one_line(e)):
                     self.n_mode = "separate"  # this server takes no n: one request per sample from now on
                     continue
                 raise
@@ -285,7 +295,7 @@ class Sampler:
             self._any_success = True
             await self.store_append(records)
             done = {r["sample_index"] for r in records}
-            if len(batch) > 1 and len(done) < len(batch) and self.n_mode == "auto":
+            if len(batch) > 1 and len(done) < len(batch) and self.t.n_strategy == "auto":
                 self.n_mode = "separate"  # the server ignored n
             pending = [i for i in pending if i not in done]
 

@@ -11,7 +11,7 @@ import urllib.request
 import duckdb
 import pytest
 
-from conftest import ROOT, cli, write_manifest
+from conftest import ROOT, cli, write_manifest, write_problems
 from curator.config import load_manifest
 from curator.run import RunError, resume, run_manifest
 
@@ -30,7 +30,7 @@ def stats(base_url):
 
 @pytest.mark.parametrize("placement", ["reasoning_content", "reasoning", "think", "think_unopened"])
 def test_each_cot_placement_is_split(tmp_path, server, placement):
-    url = server(cot_placement=placement, problems=str(tmp_path / "problems.jsonl"), problem_column="question")
+    url = server(cot_placement=placement, problems=str(write_problems(tmp_path / "problems.jsonl")), problem_column="question")
     m = write_manifest(tmp_path, url, n=2)
     res = run_manifest(load_manifest(m), progress=False)
     assert res.complete
@@ -45,7 +45,7 @@ def test_each_cot_placement_is_split(tmp_path, server, placement):
 
 
 def test_contract_columns_and_receipt(tmp_path, server):
-    url = server(problems=str(tmp_path / "problems.jsonl"), problem_column="question")
+    url = server(problems=str(write_problems(tmp_path / "problems.jsonl")), problem_column="question")
     m = write_manifest(tmp_path, url, n=1, api_key_env="TEST_TEACHER_KEY")
     os.environ["TEST_TEACHER_KEY"] = "sk-secret-never-stored-1234567890"
     try:

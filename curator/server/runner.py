@@ -33,7 +33,7 @@ async def _start(config: ServerConfig, host: str, port: int) -> tuple[web.AppRun
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_TIMEOUT,
                            handler_cancellation=True)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, shutdown_timeout=_SHUTDOWN_TIMEOUT, backlog=1024)
+    site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
     shown = f"[{host}]" if ":" in host else host

@@ -12,31 +12,42 @@ from hashlib import blake2b
 
 _TWO64 = float(2**64)
 
+# Templates are dense in random slots ({a}..{m} numbers, {x} {y} nouns) so that the word shingles of
+# two different answers barely overlap, even for long thoughts (near-duplicate filters must not fire
+# on distinct prompts).
 _EN = (
-    "First, let me restate what we know: the starting quantity is {a} and it changes by {b}.",
-    "If we add {a} and {b} we get {c}, which we should keep in mind.",
-    "Let me double check the arithmetic: {a} times {b} is {m}.",
-    "Hmm, that suggests looking at the ratio of {a} to {b} more carefully.",
-    "Another way to see it is to split the problem into two smaller parts.",
-    "Suppose the unknown is x; then the equation becomes x plus {a} equals {c}.",
-    "So x must be {b}, since {c} minus {a} is {b}.",
-    "I should verify this against the original conditions of the problem.",
-    "The constraint about the {a} items still holds, so nothing is violated.",
-    "Let me consider the edge case where the value is zero or negative.",
-    "That case does not apply here because all the quantities are positive.",
-    "Now compute the running total: {c} plus {b} gives {d}.",
-    "Okay, the reasoning is consistent so far, so I can move on.",
-    "Note that {m} divided by {a} is exactly {b}, which confirms the earlier step.",
-    "We can also count the cases one by one to be safe.",
-    "There are {a} cases of the first kind and {b} of the second, {c} in total.",
-    "Let me write the relation down explicitly before simplifying it.",
-    "Substituting back gives the same value, so the step is correct.",
-    "The question only asks for the final number, not the intermediate ones.",
-    "It helps to draw a small table with {a} rows and {b} columns.",
-    "Each row contributes {b}, so the table holds {m} entries.",
-    "Careful: the problem mentions a difference, not a sum, at this point.",
-    "The difference between {d} and {b} is {c}, matching the previous line.",
-    "I will keep track of the units so that the answer makes sense.",
+    "First, the {x} count is {a} and the {y} adds {b} more.",
+    "Adding {a} {x} and {b} {y} gives {c} items in all.",
+    "Check: {a} {x} times {b} is {m}, which matches.",
+    "Hmm, the ratio of {a} {x} to {b} {y} needs care.",
+    "Split it: {a} {x} first, then {b} {y} after that.",
+    "Let x be the {x}; then x plus {a} equals {c}.",
+    "So the {x} must be {b}, since {c} minus {a} is {b}.",
+    "Verify with the {y}: {d} minus {b} leaves {c}.",
+    "The {x} limit of {a} holds, so {b} {y} is fine.",
+    "Edge case: zero {x} would give {b}, not {c}.",
+    "No, {a} {y} cannot be negative, so drop that case.",
+    "Running total of {x}: {c} plus {b} gives {d}.",
+    "Okay, {a} and {b} agree with the {y} so far.",
+    "Note {m} {x} divided by {a} is {b} {y} exactly.",
+    "Count the {x} one by one: {a}, then {c}, then {d}.",
+    "There are {a} {x} and {b} {y}, {c} in total.",
+    "Write it as {a} {x} plus {b} {y} equals {c}.",
+    "Substituting {b} {x} back gives {c} again, good.",
+    "Only the final {x} matters, not the {a} {y}.",
+    "A table of {a} {x} by {b} {y} holds {m} cells.",
+    "Each of the {a} {x} holds {b} {y}: {m} total.",
+    "Careful: {d} {x} minus {b} {y} is a difference, {c}.",
+    "The difference of {d} and {b} {x} is {c}, as before.",
+    "Keep the units: {a} {x} per {y}, times {b}.",
+)
+
+_NOUNS = (
+    "apples", "boxes", "marbles", "tickets", "pages", "coins", "students", "trains", "hours", "meters",
+    "cookies", "pencils", "books", "cars", "dollars", "minutes", "eggs", "chairs", "tiles", "cards",
+    "bottles", "stamps", "shells", "flowers", "birds", "rows", "steps", "points", "miles", "days",
+    "kittens", "buses", "seats", "games", "liters", "bricks", "candles", "ribbons", "plates", "shirts",
+    "nails", "boats", "lamps", "cups", "bags", "keys", "rocks", "trees", "coats", "songs",
 )
 
 _ZH = (
@@ -101,8 +112,8 @@ def _sentences(rng: random.Random, words: int) -> list[str]:
     randint = rng.randint
     choice = rng.choice
     while count < words:
-        a, b = randint(2, 99), randint(2, 99)
-        s = choice(_EN).format(a=a, b=b, c=a + b, d=a + 2 * b, m=a * b)
+        a, b = randint(2, 999), randint(2, 999)
+        s = choice(_EN).format(a=a, b=b, c=a + b, d=a + 2 * b, m=a * b, x=choice(_NOUNS), y=choice(_NOUNS))
         out.append(s)
         count += s.count(" ") + 1
     return out

@@ -1,0 +1,82 @@
+"""Sampling throughput against the local teacher (server in its own process, same 2-core machine).
+
+    python bench/sampling.py [--requests 5000] [--latency-ms 200] [--concurrency 256]
+
+Prints requests/s, client CPU seconds per 1,000 requests and the ratio to the latency bound
+(in-flight / latency) for the given latency, then the same at zero latency. Storage is on
+(journal + fsync, shards, catalog) exactly as in `curator run`; no filter chain."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from curator.config import load_manifest  # noqa: E402
+from curator.run import run_manifest  # noqa: E402
+from curator.server.config import ServerConfig  # noqa: E402
+from curator.server.runner import ServerProcess  # noqa: E402
+
+
+def cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def one(tmp: Path, requests: int, latency_ms: float, concurrency: int) -> dict:
+    rows = [{"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(requests)]
+    data = tmp / f"p{latency_ms}.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    server = ServerProcess(ServerConfig.load({"latency_ms": latency_ms, "cot_words": 60}))
+    try:
+        m = tmp / f"m{latency_ms}.yaml"
+        m.write_text(
+            f"""name: bench
+source: {{path: {data}, id: id, problem: question, answer: answer}}
+prompt: {{user: "{{{{ question }}}}"}}
+teacher: {{base_url: {server.base_url}, model: deepseek-reasoner, params: {{max_tokens: 1024, n: 1}}}}
+limits: {{concurrency: {concurrency}, timeout_s: 60, max_retries: 2}}
+output: {tmp / f'out{latency_ms}'}
+"""
+        )
+        manifest = load_manifest(m)
+        c0, t0 = cpu(), time.perf_counter()
+        res = run_manifest(manifest, progress=False)
+        wall, used = time.perf_counter() - t0, cpu() - c0
+    finally:
+        server.stop()
+    assert res.stats.stored == requests, res.stats.errors[:3]
+    rps = requests / wall
+    out = {"latency_ms": latency_ms, "concurrency": concurrency, "requests": requests, "wall_s": round(wall, 2),
+           "requests_per_s": round(rps, 1), "client_cpu_s_per_1k": round(used / requests * 1000, 3)}
+    if latency_ms:
+        bound = concurrency / (latency_ms / 1000)
+        out["latency_bound_rps"] = round(bound, 1)
+        out["ratio_to_bound"] = round(rps / bound, 3)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=5000)
+    ap.add_argument("--latency-ms", type=float, default=200)
+    ap.add_argument("--concurrency", type=int, default=256)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        for latency in (a.latency_ms, 0.0):
+            r = one(Path(d), a.requests, latency, a.concurrency)
+            line = f"latency {r['latency_ms']:.0f} ms, {r['concurrency']} in flight: {r['requests_per_s']:,.0f} req/s, client CPU {r['client_cpu_s_per_1k']:.2f} s/1k req"
+            if "ratio_to_bound" in r:
+                line += f", {r['ratio_to_bound']:.0%} of the latency bound ({r['latency_bound_rps']:,.0f} req/s)"
+            print(line, flush=True)
+            print(json.dumps(r), flush=True)
+
+
+if __name__ == "__main__":
+    main()
