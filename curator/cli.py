@@ -119,7 +119,7 @@ def filter_cmd(
         try:
             return c.name, con.execute(
                 "SELECT count(*), count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE accepted = false) FROM samples"
-            ).fetchone(), con.execute(
+            ).fetchall()[0], con.execute(
                 "SELECT reject_reason, count(*) FROM samples WHERE accepted = false GROUP BY 1 ORDER BY 2 DESC"
             ).fetchall()
         finally:
@@ -163,8 +163,15 @@ def demo(
 ) -> None:
     """Run the demo manifest against a local teacher this command starts itself (no API key)."""
     from curator.demo import run_demo
+    from curator.store import catalog
 
-    _guard(lambda: run_demo(out=out, progress=progress))
+    result = _guard(lambda: run_demo(out=out, progress=progress))
+    _summary(result)
+    rows = catalog.query(result.out_dir, "SELECT coalesce(reject_reason, 'accepted'), count(*) FROM samples GROUP BY 1 ORDER BY 2 DESC")
+    print(f"demo output in {result.out_dir}:")
+    for reason, n in rows:
+        print(f"  {reason}: {n}")
+    print(f"next: curator status {result.out_dir} | curator report {result.out_dir} | curator export {result.out_dir} --format messages")
 
 
 # Commands that live in their own modules register themselves on `app` when imported.

@@ -30,5 +30,4 @@ def run_demo(out: Path | None = None, progress: bool = True):
         result = run_manifest(manifest, progress=progress)
     finally:
         server.stop()
-    print(f"demo output: {result.out_dir} (try: curator status {result.out_dir}; curator report {result.out_dir})")
     return result

@@ -72,7 +72,7 @@ class IncrementalJudge:
         ok = con.execute(
             "SELECT count(*) FILTER (WHERE ok) FROM (SELECT key, bool_and(passed) ok FROM read_parquet(?) WHERE list_contains(?, step) GROUP BY key)",
             [files, steps],
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         con.close()
         return int(ok), len(done)
 
@@ -109,9 +109,9 @@ def run_dataset_steps(out_dir: Path, chain: Chain, writer: VerdictWriter) -> Non
         prior = pl.Series("prior_passed", [True] * df.height)
         if files:
             con = duckdb.connect()
-            earlier = con.execute(
-                "SELECT key, bool_and(passed) AS ok FROM read_parquet(?) WHERE step < ? GROUP BY key",
-                [files, step.index],
+            earlier = con.sql(
+                "SELECT key, bool_and(passed) AS ok FROM read_parquet($files) WHERE step < $step GROUP BY key",
+                params={"files": files, "step": step.index},
             ).pl()
             con.close()
             prior = df.select("key").join(earlier, on="key", how="left", maintain_order="left")["ok"].fill_null(True)

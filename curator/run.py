@@ -314,7 +314,7 @@ def status(out_dir: Path) -> dict[str, Any]:
     }
     con = catalog.connect(out_dir, read_only=True)
     try:
-        row = con.execute("SELECT count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE accepted = false) FROM samples").fetchone()
+        row = con.execute("SELECT count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE accepted = false) FROM samples").fetchall()[0]
         info["accepted"], info["rejected"] = row
         info["runs"] = [dict(zip([d[0] for d in con.description], r)) for r in con.execute("SELECT run_id, command, status, samples, cost_usd FROM runs ORDER BY started_at").fetchall()]
     finally:

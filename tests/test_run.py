@@ -197,7 +197,7 @@ def test_resume_after_kill_9(tmp_path, server):
         assert keys == q(tmp_path / "ref", "SELECT key FROM samples ORDER BY key")
         assert len(keys) == 120 and q(tmp_path / "out", "SELECT count(DISTINCT key) FROM shards_raw")[0][0] == 120
         # No key twice in the files themselves either, beyond what recovery dedups.
-        raw = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{tmp_path}/out/shards/*.parquet')").fetchone()[0]
+        raw = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{tmp_path}/out/shards/*.parquet')").fetchall()[0][0]
         assert raw == 120
         if before is not None:
             # Resume re-sent at most the requests that were in flight at the kill.

@@ -25,8 +25,8 @@ def test_append_compact_and_views(tmp_path):
     s.close()
     assert len(shard_paths(tmp_path)) == 2 and not journal_paths(tmp_path)
     con = catalog.connect(tmp_path)
-    assert con.execute("SELECT count(*), count(DISTINCT key), min(seq), max(seq) FROM samples").fetchone() == (7, 7, 0, 6)
-    assert con.execute("SELECT count(*) FROM samples WHERE accepted IS NULL AND reject_reason IS NULL").fetchone()[0] == 7
+    assert con.execute("SELECT count(*), count(DISTINCT key), min(seq), max(seq) FROM samples").fetchall()[0] == (7, 7, 0, 6)
+    assert con.execute("SELECT count(*) FROM samples WHERE accepted IS NULL AND reject_reason IS NULL").fetchall()[0][0] == 7
     # zstd shards
     assert pq.ParquetFile(shard_paths(tmp_path)[0]).metadata.row_group(0).column(0).compression == "ZSTD"
 
@@ -50,7 +50,7 @@ def test_recovery_of_journal_with_torn_line_and_keys_already_in_shards(tmp_path)
     assert stored_keys(tmp_path) == {f"k{i:04d}" for i in range(6)}
     s2.close()
     con = catalog.connect(tmp_path, read_only=True)
-    assert con.execute("SELECT count(*), count(DISTINCT key) FROM samples").fetchone() == (6, 6)
+    assert con.execute("SELECT count(*), count(DISTINCT key) FROM samples").fetchall()[0] == (6, 6)
 
 
 def test_second_writer_is_refused(tmp_path):
@@ -68,10 +68,10 @@ def test_partial_shard_left_by_a_kill_is_ignored_and_removed(tmp_path):
     s.append([rec(1)])
     s.close()
     assert not list((tmp_path / "shards").glob(".*partial"))
-    assert duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{tmp_path}/shards/*.parquet')").fetchone()[0] == 1
+    assert duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{tmp_path}/shards/*.parquet')").fetchall()[0][0] == 1
 
 
 def test_read_only_connect_on_empty_output(tmp_path):
     con = catalog.connect(tmp_path, read_only=True)
-    assert con.execute("SELECT count(*) FROM samples").fetchone()[0] == 0
+    assert con.execute("SELECT count(*) FROM samples").fetchall()[0][0] == 0
     assert not (tmp_path / "catalog.duckdb").exists()

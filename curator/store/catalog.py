@@ -86,7 +86,7 @@ _RUNS_DDL = """CREATE TABLE IF NOT EXISTS runs (
 
 
 def _ensure_runs(con: duckdb.DuckDBPyConnection) -> None:
-    exists = con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'runs'").fetchone()[0]
+    exists = con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'runs'").fetchall()[0][0]
     if not exists:
         con.execute(_RUNS_DDL)
 
@@ -103,7 +103,7 @@ def connect(out_dir: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyC
         if path.exists():
             try:
                 con.execute(f"ATTACH {_q(path.resolve())} AS cat (READ_ONLY)")
-                if con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name='cat' AND table_name='runs'").fetchone()[0]:
+                if con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name='cat' AND table_name='runs'").fetchall()[0][0]:
                     con.execute("CREATE VIEW runs AS SELECT * FROM cat.runs")
             except duckdb.Error:
                 pass  # held by a writer: the shards are the data anyway
@@ -112,3 +112,12 @@ def connect(out_dir: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyC
     con = duckdb.connect(str(out_dir / CATALOG))
     refresh_views(con, out_dir)
     return con
+
+
+def query(out_dir: str | Path, sql: str, params: list | dict | None = None) -> list[tuple]:
+    """One read-only query over an output directory's catalog (rows as tuples)."""
+    con = connect(out_dir, read_only=True)
+    try:
+        return con.execute(sql, params).fetchall() if params is not None else con.execute(sql).fetchall()
+    finally:
+        con.close()
