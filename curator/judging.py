@@ -19,17 +19,24 @@ def frame_from_records(records: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame([{c: r.get(c) for c in _POLARS_SCHEMA} for r in records], schema=_POLARS_SCHEMA)
 
 
-def read_samples(out_dir: Path) -> pl.DataFrame:
-    """Every stored sample once, in storage order (shards, then journals not yet compacted)."""
+def read_samples(out_dir: Path, keys: set[str] | None = None) -> pl.DataFrame:
+    """Every stored sample once (or those with the given keys), in storage order: shards, then
+    journals not yet compacted. Shards are scanned lazily, so a key filter reads only what it needs."""
     from curator.store.journal import read_journal
 
-    frames = [pl.read_parquet(p) for p in shard_paths(out_dir)]
-    rows = [r for p in journal_paths(out_dir) for r in read_journal(p)]
+    frames = []
+    paths = shard_paths(out_dir)
+    if paths:
+        lazy = pl.scan_parquet(paths)
+        if keys is not None:
+            lazy = lazy.filter(pl.col("key").is_in(list(keys)))
+        frames.append(lazy.select(list(_POLARS_SCHEMA)).cast(_POLARS_SCHEMA).collect())
+    rows = [r for p in journal_paths(out_dir) for r in read_journal(p) if keys is None or r["key"] in keys]
     if rows:
         frames.append(frame_from_records(rows))
     if not frames:
         return pl.DataFrame(schema=_POLARS_SCHEMA)
-    df = pl.concat([f.select(list(_POLARS_SCHEMA)).cast(_POLARS_SCHEMA) for f in frames])
+    df = pl.concat(frames)
     return df.unique(subset="key", keep="first", maintain_order=True).sort("seq", nulls_last=True)
 
 
@@ -56,10 +63,12 @@ class IncrementalJudge:
 
     def catch_up(self) -> None:
         """Judge stored answers that carry no verdict yet (a new chain, or rows a kill left unjudged)."""
+        from curator.store.sample_store import stored_keys
+
         done = self.writer.judged_keys()
-        todo = read_samples(self.out_dir)
         self.accepted, self.judged = self._count_done(done) if done else (0, 0)
-        todo = todo.filter(~pl.col("key").is_in(list(done))) if done else todo
+        missing = stored_keys(self.out_dir) - done
+        todo = read_samples(self.out_dir, keys=missing) if missing else pl.DataFrame(schema=_POLARS_SCHEMA)
         for start in range(0, todo.height, 5_000):
             self._judge_frame(todo.slice(start, 5_000))
 

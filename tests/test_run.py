@@ -189,20 +189,19 @@ def test_resume_after_kill_9(tmp_path, server):
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
         assert rows >= 30
-        before = stats(url)["requests"] if "requests" in stats(url) else None
         r = cli("resume", tmp_path / "out", "--no-progress")
         assert r.returncode == 0, r.stderr
+        # 60 prompts, one request each (n=2 in one request): the kill may only cost the requests
+        # that were in flight (at most the 8 workers), never the stored ones.
+        sent = stats(url)["requests"]
+        assert 60 <= sent <= 60 + 8, sent
         run_manifest(load_manifest(ref), progress=False)
         keys = q(tmp_path / "out", "SELECT key FROM samples ORDER BY key")
         assert keys == q(tmp_path / "ref", "SELECT key FROM samples ORDER BY key")
-        assert len(keys) == 120 and q(tmp_path / "out", "SELECT count(DISTINCT key) FROM shards_raw")[0][0] == 120
-        # No key twice in the files themselves either, beyond what recovery dedups.
-        raw = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{tmp_path}/out/shards/*.parquet')").fetchall()[0][0]
-        assert raw == 120
-        if before is not None:
-            # Resume re-sent at most the requests that were in flight at the kill.
-            total = stats(url)["requests"]
-            assert total - before <= 60 - 15 + 8 + 60  # resume's + the reference run's 60
+        assert len(keys) == 120
+        # No key twice in the files themselves either.
+        raw = duckdb.connect().execute(f"SELECT count(*), count(DISTINCT key) FROM read_parquet('{tmp_path}/out/shards/*.parquet')").fetchall()[0]
+        assert raw == (120, 120)
     finally:
         srv.stop()
 
