@@ -1,0 +1,697 @@
+"""Near-duplicate detection as a pipeline of tables: signatures -> band keys -> grouping -> clusters.
+
+Every stage writes a table (Parquet under a work dir), so each can move to another engine later:
+
+1. **signatures** (`sigs/part-*.parquet`: `id int64, sig fixed_size_list<uint32>[num_perm]`) and
+   **docs** (`docs/part-*.parquet`: `id, key, prompt_id, prior_passed, cot_len`), computed chunk
+   by chunk. `id` is the row's position in the input (dense, 0-based).
+2. **band keys** (`bands/band=NN/part-*.parquet`: `id, band_hash uint64, kh uint64`): the
+   signature cut into `b` bands of `r` values, each band hashed to 64 bits; `kh` is an xxhash64
+   of the sample key, used as an order-independent tie-break. Rows without any word have no
+   signature and no band keys (they are never duplicates).
+3. **grouping** in DuckDB, one band at a time: `GROUP BY band_hash HAVING count(*) > 1` gives
+   buckets of candidates. A bucket of up to `max_bucket_pairs` members yields all its pairs;
+   a larger one links each member to the bucket's centre (the member with the smallest `kh`),
+   which is all union-find needs and never blows up quadratically. Candidate pairs are
+   optionally verified: estimated Jaccard (share of equal signature values) >= threshold.
+4. **clusters**: union-find over the verified pairs (vectorised in numpy over compact ids),
+   then one row kept per cluster by the rule below.
+
+Keep rule (the same in every entry point): within a cluster, keep the row that
+(1) has `prior_passed` true (was accepted by every earlier step), then (2) has the shortest
+CoT (`len(cot)`, null counts as 0), then (3) has the smallest key. Every other row is a
+`near_duplicate` of it. With `scope_by_prompt`, a row is never a duplicate of a row of its own
+prompt: every row of the kept row's prompt stays and the rows of the other prompts go.
+
+Signatures: words are maximal runs of Unicode word characters (`\\w` minus `_`) of the
+lowercased text, so case, whitespace and punctuation do not matter. Shingles are word n-grams
+(a text shorter than n words is one shingle). Everything is vectorised over a batch of texts
+with numpy: words are found with a byte lookup table over the whole batch, a word's 64-bit hash
+mixes its 8-byte chunks with the MurmurHash3 finalizer (xxh3_64 for words over 64 bytes), an
+n-gram's hash is a polynomial combination of its words' hashes, mixed again and folded to 32
+bits (decontamination uses the same 64-bit n-gram hashes unfolded). The MinHash itself is datasketch's default `affine32` scheme (fmix32, then `a*h + b mod 2^32` with
+datasketch's permutations for `seed`), computed for all permutations and all shingles of a
+block in one numpy op, so `to_minhash(sig)` is a real `datasketch.MinHash` (and equals
+`MinHash(seed=seed, hashfunc=int).update_batch(shingle_hashes(...))`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import shutil
+import tempfile
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import xxhash
+
+FieldName = Literal["problem", "cot", "completion", "cot+completion", "problem+cot"]
+FIELDS: tuple[str, ...] = ("problem", "cot", "completion", "cot+completion", "problem+cot")
+KEEP_RULE = "prior_passed first, then shortest cot, then smallest key"
+
+# ----------------------------------------------------------------------------------------------
+# Words and n-gram hashes (shared with the decontamination filter)
+# ----------------------------------------------------------------------------------------------
+
+_WORD_BYTE = np.zeros(256, dtype=bool)
+for _c in b"abcdefghijklmnopqrstuvwxyz0123456789":
+    _WORD_BYTE[_c] = True
+_WORD_BYTE[128:] = True  # non-ASCII text is pre-cleaned with a Unicode regex (see _clean)
+_NON_WORD = re.compile(r"[\W_]+")
+
+_U64 = np.uint64
+_MASK64 = (1 << 64) - 1
+_WORD_MUL = _U64(0x100000001B3)
+_LOW_BYTES = np.array([(1 << (8 * i)) - 1 for i in range(8)] + [_MASK64], dtype=_U64)  # mask of i low bytes
+_NGRAM_MUL = _U64(0x9E3779B97F4A7C15)  # combines word hashes into n-gram hashes
+_F64 = (_U64(33), _U64(0xFF51AFD7ED558CCD), _U64(0xC4CEB9FE1A85EC53))
+_F32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35))
+_MAX_BATCH_BYTES = 256 << 10  # texts are tokenised in batches of about this many bytes
+
+
+def fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3 64-bit finalizer (a bijection), in place on a fresh uint64 array."""
+    s, m1, m2 = _F64
+    h ^= h >> s
+    h *= m1
+    h ^= h >> s
+    h *= m2
+    h ^= h >> s
+    return h
+
+
+def fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3 32-bit finalizer, as datasketch applies it in its affine32 scheme."""
+    s1, m1, s2, m2 = _F32
+    h = h ^ (h >> s1)
+    h = h * m1
+    h = h ^ (h >> s2)
+    h = h * m2
+    return h ^ (h >> s1)
+
+
+def _clean(text: str | None) -> bytes:
+    if not text:
+        return b""
+    t = text.lower()
+    if not t.isascii():
+        t = _NON_WORD.sub(" ", t)
+    return t.encode("utf-8", "replace")
+
+
+@dataclass
+class Words:
+    """The words of a batch of texts: `hashes[offsets[d]:offsets[d+1]]` are text d's words;
+    word i is `buf[starts[i]:ends[i]]` (lowercased UTF-8)."""
+
+    hashes: np.ndarray  # uint64
+    offsets: np.ndarray  # int64, len = n_texts + 1
+    starts: np.ndarray
+    ends: np.ndarray
+    buf: bytes
+
+    def text(self, first_word: int, n: int) -> str:
+        """The words [first_word, first_word + n) joined by single spaces."""
+        return " ".join(self.buf[self.starts[i] : self.ends[i]].decode("utf-8", "replace") for i in range(first_word, first_word + n))
+
+
+def words(texts: Sequence[str | None]) -> Words:
+    """Tokenise and hash the words of `texts` (vectorised over the batch).
+
+    A word's hash: h = len; then for each 8-byte little-endian chunk c of its UTF-8 bytes
+    (zero-padded), h = fmix64(h * K ^ c). Words over 64 bytes (URLs, base64) use xxh3_64 instead.
+    Cost is O(bytes) for finding words (a lookup table) and O(words) for hashing them."""
+    enc = [_clean(t) for t in texts]
+    # Two separator bytes between texts: no word spans texts, and each text starts at a known
+    # offset; 8 padding bytes let every word start be read as an (unaligned) uint64.
+    raw = b" " + b"  ".join(enc) + b" " + bytes(8)
+    nb = len(raw) - 8
+    buf = np.frombuffer(raw, dtype=np.uint8, count=nb)
+    lens = np.fromiter((len(e) for e in enc), dtype=np.int64, count=len(enc))
+    text_start = np.empty(len(enc) + 1, dtype=np.int64)
+    text_start[0] = 1
+    np.cumsum(lens + 2, out=text_start[1:])
+    text_start[1:] += 1
+    isw = _WORD_BYTE[buf]
+    tr = np.flatnonzero(isw[1:] != isw[:-1]) + 1  # buf starts and ends with a separator
+    starts, ends = tr[0::2], tr[1::2]
+    offsets = np.searchsorted(starts, text_start, side="left").astype(np.int64)
+    offsets[-1] = len(starts)
+    if len(starts) == 0:
+        return Words(np.empty(0, _U64), offsets, starts, ends, raw)
+    u64 = np.ndarray((nb,), dtype="<u8", buffer=raw, strides=(1,))  # u64[i] = bytes i..i+7
+    wl = ends - starts
+    h = wl.astype(_U64)
+    sel = np.arange(len(starts))
+    k = 0
+    while len(sel):
+        rem = wl[sel] - 8 * k
+        c = u64[starts[sel] + 8 * k] & _LOW_BYTES[np.minimum(rem, 8)]
+        if k == 0:
+            h *= _WORD_MUL
+            h ^= c
+            h = fmix64(h)
+        else:
+            h[sel] = fmix64((h[sel] * _WORD_MUL) ^ c)
+        k += 1
+        sel = sel[rem > 8]
+        if k == 8 and len(sel):  # long words: hash the bytes with xxhash
+            h[sel] = np.fromiter(
+                (xxhash.xxh3_64_intdigest(raw[a:b]) for a, b in zip(starts[sel].tolist(), ends[sel].tolist())), dtype=_U64, count=len(sel)
+            )
+            break
+    return Words(h, offsets, starts, ends, raw)
+
+
+def ngram_hashes(w: Words, n: int, *, short: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of every word n-gram of every text.
+
+    Returns (hashes uint64, index of each n-gram's first word in `w`); the n-grams of a text are
+    contiguous and in text order (`ngram_doc_offsets` gives the per-text ranges). With `short`,
+    a text of 1..n-1 words yields one n-gram of all its words; without, none."""
+    lens = np.diff(w.offsets)
+    L = len(w.hashes)
+    if L >= n:
+        m = L - n + 1
+        h = w.hashes[:m].copy()
+        for k in range(1, n):
+            h *= _NGRAM_MUL
+            h += w.hashes[k : k + m]
+        doc_of = np.repeat(np.arange(len(lens)), lens)[:m]
+        valid = (w.offsets[doc_of + 1] - np.arange(m)) >= n
+        first = np.flatnonzero(valid)
+        h = fmix64(h[first])
+    else:
+        h = np.empty(0, _U64)
+        first = np.empty(0, np.int64)
+    if short:
+        sd = np.flatnonzero((lens > 0) & (lens < n))
+        if len(sd):
+            extra = np.empty(len(sd), _U64)
+            for j, d in enumerate(sd):
+                a, b = int(w.offsets[d]), int(w.offsets[d + 1])
+                acc = int(w.hashes[a])
+                for i in range(a + 1, b):
+                    acc = (acc * int(_NGRAM_MUL) + int(w.hashes[i])) & _MASK64
+                extra[j] = acc
+            extra = fmix64(extra)
+            h = np.concatenate([h, extra])
+            first = np.concatenate([first, w.offsets[sd]])
+            order = np.argsort(first, kind="stable")
+            h, first = h[order], first[order]
+    return h, first
+
+
+def ngram_doc_offsets(w: Words, first: np.ndarray) -> np.ndarray:
+    """Offsets into the n-gram arrays of `ngram_hashes`, per text (len = n_texts + 1)."""
+    return np.searchsorted(first, w.offsets, side="left").astype(np.int64)
+
+
+def _batches_by_bytes(texts: Sequence[str | None]) -> Iterator[tuple[int, int]]:
+    i, n = 0, len(texts)
+    while i < n:
+        j, size = i, 0
+        while j < n and (j == i or size < _MAX_BATCH_BYTES):
+            size += len(texts[j] or "")
+            j += 1
+        yield i, j
+        i = j
+
+
+def shingle_hashes(texts: Sequence[str | None], ngram: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """32-bit shingle hashes (what a datasketch `hashfunc` would return) and per-text offsets."""
+    hs, offs, base = [], [np.zeros(1, np.int64)], 0
+    for i, j in _batches_by_bytes(texts):
+        w = words(texts[i:j])
+        h, first = ngram_hashes(w, ngram)
+        hs.append(((h >> _U64(32)) ^ h).astype(np.uint32))
+        offs.append(ngram_doc_offsets(w, first)[1:] + base)
+        base += len(h)
+    return (np.concatenate(hs) if hs else np.empty(0, np.uint32)), np.concatenate(offs)
+
+
+# ----------------------------------------------------------------------------------------------
+# MinHash signatures
+# ----------------------------------------------------------------------------------------------
+
+_PERMS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+EMPTY = np.uint32(0xFFFFFFFF)
+_BLOCK = 8192  # shingles per numpy block (128 x 8192 uint32 = 4 MiB)
+
+
+def permutations(num_perm: int = 128, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """datasketch's affine32 permutation parameters (a, b), as uint32 column vectors."""
+    k = (num_perm, seed)
+    if k not in _PERMS:
+        from datasketch import MinHash
+
+        a, b = MinHash(num_perm=num_perm, seed=seed).permutations
+        _PERMS[k] = (np.ascontiguousarray(a, np.uint32)[:, None], np.ascontiguousarray(b, np.uint32)[:, None])
+    return _PERMS[k]
+
+
+def minhash_from_hashes(hv: np.ndarray, offsets: np.ndarray, num_perm: int = 128, seed: int = 1) -> np.ndarray:
+    """Signatures (n_texts, num_perm) uint32 from 32-bit shingle hashes grouped by `offsets`.
+    A text without shingles gets all 0xFFFFFFFF (datasketch's empty MinHash)."""
+    a, b = permutations(num_perm, seed)
+    n = len(offsets) - 1
+    out = np.full((n, num_perm), EMPTY, dtype=np.uint32)
+    hv = fmix32(hv.astype(np.uint32, copy=False))
+    counts = np.diff(offsets)
+    docs = np.flatnonzero(counts > 0)
+    work = np.empty((num_perm, _BLOCK), np.uint32)
+    i = 0
+    while i < len(docs):
+        d0 = docs[i]
+        s0 = offsets[d0]
+        if counts[d0] > 4 * _BLOCK:  # one long text: running min over column blocks
+            acc = out[d0]
+            for s in range(s0, offsets[d0 + 1], _BLOCK):
+                blk = a * hv[None, s : min(s + _BLOCK, offsets[d0 + 1])]
+                blk += b
+                np.minimum(acc, blk.min(axis=1), out=acc)
+            i += 1
+            continue
+        j = i + 1
+        while j < len(docs) and offsets[docs[j] + 1] - s0 <= _BLOCK and counts[docs[j]] <= 4 * _BLOCK:
+            j += 1
+        sel = docs[i:j]
+        s1 = offsets[sel[-1] + 1]
+        blk = work[:, : s1 - s0] if s1 - s0 <= _BLOCK else np.empty((num_perm, s1 - s0), np.uint32)
+        np.multiply(a, hv[None, s0:s1], out=blk)  # (num_perm, shingles): every permutation in one op
+        blk += b
+        out[sel] = np.minimum.reduceat(blk, offsets[sel] - s0, axis=1).T
+        i = j
+    return out
+
+
+def signatures(texts: Sequence[str | None], ngram: int = 5, num_perm: int = 128, seed: int = 1) -> np.ndarray:
+    """MinHash signatures (len(texts), num_perm) uint32 of word n-gram shingles."""
+    outs = []
+    for i, j in _batches_by_bytes(texts):
+        hv, offs = shingle_hashes(texts[i:j], ngram)
+        outs.append(minhash_from_hashes(hv, offs, num_perm, seed))
+    return np.concatenate(outs) if outs else np.empty((0, num_perm), np.uint32)
+
+
+def to_minhash(sig: np.ndarray, seed: int = 1):
+    """A datasketch MinHash holding `sig` (for interop: LSH indexes, jaccard, ...)."""
+    from datasketch import MinHash
+
+    return MinHash(hashvalues=sig, seed=seed, scheme="affine32")
+
+
+def jaccard_est(sa: np.ndarray, sb: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard of paired signature rows: the share of equal values."""
+    return (sa == sb).mean(axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bands
+# ----------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
+    """(b, r) with b*r <= num_perm minimising fp_weight*FP + fn_weight*FN, where FP / FN are the
+    areas under the LSH S-curve P(s) = 1-(1-s^r)^b below / above the threshold (datasketch's
+    `_optimal_param`, integrated numerically on a grid)."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError("threshold must be in (0, 1)")
+    s = np.linspace(0.0, 1.0, 4001)
+    best, opt = math.inf, (1, 1)
+    for b in range(1, num_perm + 1):
+        rs = np.arange(1, num_perm // b + 1)
+        p = 1.0 - (1.0 - s[None, :] ** rs[:, None]) ** b
+        lo, hi = s <= threshold, s >= threshold
+        fp = np.trapezoid(p[:, lo], s[lo], axis=1)
+        fn = np.trapezoid(1.0 - p[:, hi], s[hi], axis=1)
+        err = fp * fp_weight + fn * fn_weight
+        k = int(np.argmin(err))
+        if err[k] < best - 1e-12:
+            best, opt = float(err[k]), (b, int(rs[k]))
+    return opt
+
+
+_BAND_MUL_CACHE: dict[int, np.ndarray] = {}
+
+
+def band_hashes(sigs: np.ndarray, b: int, r: int) -> np.ndarray:
+    """(n, b) uint64: band k's hash is fmix64(sum_j sig[k*r + j] * C_j mod 2^64), C_j fixed odd."""
+    if r not in _BAND_MUL_CACHE:
+        _BAND_MUL_CACHE[r] = np.random.default_rng(0x5EED + r).integers(0, 1 << 63, r, dtype=np.uint64) * _U64(2) + _U64(1)
+    c = _BAND_MUL_CACHE[r]
+    v = sigs[:, : b * r].reshape(len(sigs), b, r).astype(_U64)
+    v *= c
+    return fmix64(v.sum(axis=2, dtype=_U64))
+
+
+# ----------------------------------------------------------------------------------------------
+# The pipeline
+# ----------------------------------------------------------------------------------------------
+
+
+def _as_table(batch: pl.DataFrame | pa.RecordBatch | pa.Table) -> pa.Table:
+    if isinstance(batch, pl.DataFrame):
+        return batch.to_arrow()
+    if isinstance(batch, pa.RecordBatch):
+        return pa.Table.from_batches([batch])
+    return batch
+
+
+def _str(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    return col if pa.types.is_large_string(col.type) else pc.cast(col, pa.large_string())
+
+
+def field_text(batch: pl.DataFrame | pa.RecordBatch | pa.Table, field: str) -> list[str | None]:
+    """The text to deduplicate on: one column, or two joined by a newline (nulls as empty)."""
+    if field not in FIELDS:
+        raise ValueError(f"field must be one of {FIELDS}, got {field!r}")
+    t = _as_table(batch)
+    cols = field.split("+")
+    if len(cols) == 1:
+        return t.column(cols[0]).to_pylist()
+    parts = [pc.fill_null(_str(t.column(c)), "") for c in cols]
+    return pc.binary_join_element_wise(*parts, pa.scalar("\n", pa.large_string())).to_pylist()
+
+
+def needed_columns(field: str, scope_by_prompt: bool) -> list[str]:
+    """Columns dedup reads: key, the field's columns, cot (for the keep rule), prompt_id if scoped."""
+    cols = ["key", *field.split("+"), "cot"]
+    if scope_by_prompt:
+        cols.append("prompt_id")
+    return list(dict.fromkeys(cols))
+
+
+@dataclass
+class DedupResult:
+    """`duplicates`: one row per rejected sample, columns key, duplicate_of (the kept key),
+    cluster (int, clusters numbered by kept key), cluster_size, jaccard_est (vs the kept row)."""
+
+    duplicates: pl.DataFrame
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def details(self) -> dict[str, str]:
+        """key -> verdict details JSON for every duplicate."""
+        d = self.duplicates
+        return {
+            k: json.dumps({"duplicate_of": a, "cluster": c, "cluster_size": n, "jaccard_est": j, "keep_rule": KEEP_RULE})
+            for k, a, c, n, j in zip(d["key"].to_list(), d["duplicate_of"].to_list(), d["cluster"].to_list(), d["cluster_size"].to_list(), d["jaccard_est"].to_list())
+        }
+
+
+_DUP_SCHEMA = {"key": pl.String, "duplicate_of": pl.String, "cluster": pl.Int64, "cluster_size": pl.Int64, "jaccard_est": pl.Float64}
+
+
+def _sig_task(texts: list[str | None], ngram: int, num_perm: int, seed: int) -> np.ndarray:
+    return signatures(texts, ngram, num_perm, seed)
+
+
+def _submit_sigs(texts: list[str | None], ngram: int, num_perm: int, seed: int, pool: Executor | None, task_docs: int) -> Callable[[], np.ndarray]:
+    """Start computing signatures (in `pool` if given, in tasks of `task_docs` texts); returns
+    a callable that waits for them."""
+    if pool is None:
+        sigs = signatures(texts, ngram, num_perm, seed)
+        return lambda: sigs
+    futs = [pool.submit(_sig_task, texts[i : i + task_docs], ngram, num_perm, seed) for i in range(0, len(texts), task_docs)]
+    return lambda: np.concatenate([f.result() for f in futs])
+
+
+def _maxrss_mb() -> int:
+    """Peak RSS of this process so far, in MiB (Linux reports KiB)."""
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    except ImportError:  # pragma: no cover - not on Windows
+        return -1
+
+
+def _to_polars(res: Any) -> pl.DataFrame:
+    # DuckDB renamed fetch_arrow_table -> to_arrow_table (2.0); accept both.
+    fetch = getattr(res, "to_arrow_table", None) or res.fetch_arrow_table
+    return pl.from_arrow(fetch())
+
+
+def _union_find(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components of the edges (a, b). Returns (node ids, root node id per node)."""
+    nodes, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
+    ea, eb = inv[: len(a)], inv[len(a) :]
+    parent = np.arange(len(nodes))
+    while True:
+        pa, pb = parent[ea], parent[eb]
+        diff = pa != pb
+        if not diff.any():
+            break
+        lo, hi = np.minimum(pa[diff], pb[diff]), np.maximum(pa[diff], pb[diff])
+        np.minimum.at(parent, hi, lo)  # hook the larger root under the smaller
+        while True:  # full path compression: every node points at its root
+            pp = parent[parent]
+            if np.array_equal(pp, parent):
+                break
+            parent = pp
+    return nodes, nodes[parent]
+
+
+class _SigStore:
+    """Reads rows of the chunked signature table by id (each file holds a dense id range)."""
+
+    def __init__(self, parts: list[tuple[int, int, Path]], num_perm: int):
+        self.parts = parts
+        self.num_perm = num_perm
+
+    def gather(self, ids: np.ndarray) -> np.ndarray:
+        """Signatures of sorted unique `ids`, in that order."""
+        out = np.empty((len(ids), self.num_perm), np.uint32)
+        for lo, hi, path in self.parts:
+            i, j = np.searchsorted(ids, [lo, hi])
+            if i == j:
+                continue
+            col = pq.read_table(path, columns=["sig"]).column("sig").combine_chunks()
+            sig = col.flatten().to_numpy().reshape(-1, self.num_perm)
+            out[i:j] = sig[ids[i:j] - lo]
+        return out
+
+
+def dedup_batches(
+    batches: Iterable[pl.DataFrame | pa.RecordBatch | pa.Table],
+    field: str = "cot",
+    *,
+    ngram: int = 5,
+    num_perm: int = 128,
+    threshold: float = 0.8,
+    bands: tuple[int, int] | None = None,
+    seed: int = 1,
+    verify: bool = True,
+    scope_by_prompt: bool | None = None,
+    max_bucket_pairs: int = 32,
+    workdir: str | Path | None = None,
+    pool: Executor | None = None,
+    task_docs: int = 2000,
+    duckdb_threads: int = 2,
+    duckdb_memory: str = "1GB",
+) -> DedupResult:
+    """Near-duplicate clusters over a stream of sample batches (columns: key, the field's
+    columns, cot, optionally prior_passed and prompt_id). Memory stays bounded by a batch plus
+    the rows that are in clusters; the tables go to `workdir` (a temp dir, removed, if None).
+
+    scope_by_prompt (default: True iff field == "problem"): rows of the same prompt_id are
+    never duplicates of one another; in a cluster spanning prompts, the kept row's prompt keeps
+    all its rows. So `field="problem"` is prompt-level dedup: when two prompts are near-dups,
+    every sample of the losing prompt is rejected.
+    """
+    import duckdb
+
+    if scope_by_prompt is None:
+        scope_by_prompt = field == "problem"
+    b, r = bands or optimal_bands(threshold, num_perm)
+    if b * r > num_perm:
+        raise ValueError(f"bands {b} x rows {r} > num_perm {num_perm}")
+    own = workdir is None
+    work = Path(tempfile.mkdtemp(prefix="curator-neardup-")) if own else Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    stats: dict[str, Any] = {"bands": b, "rows": r, "num_perm": num_perm, "ngram": ngram, "threshold": threshold, "field": field, "scope_by_prompt": scope_by_prompt}
+    try:
+        for sub in ("sigs", "docs", "bands"):
+            shutil.rmtree(work / sub, ignore_errors=True)
+            (work / sub).mkdir()
+        # -- 1+2: signatures and band keys, chunk by chunk ------------------------------------
+        parts: list[tuple[int, int, Path]] = []
+        n_docs = n_signed = 0
+        sig_type = pa.list_(pa.uint32(), num_perm)
+
+        def finish(ci: int, lo: int, keys: pa.Array, pid: Any, prior: np.ndarray, cot_len: np.ndarray, sigs_of: Callable[[], np.ndarray]) -> int:
+            # Write one chunk's docs, signatures and band keys; returns how many rows were signed.
+            sigs = sigs_of()
+            ids = np.arange(lo, lo + len(sigs), dtype=np.int64)
+            signed = (sigs != EMPTY).any(axis=1)  # rows with at least one word
+            name = f"part-{ci:06d}.parquet"
+            pq.write_table(pa.table({"id": ids, "key": keys, "prompt_id": pid, "prior_passed": prior, "cot_len": cot_len}), work / "docs" / name)
+            sig_arr = pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel(), pa.uint32()), type=sig_type)
+            pq.write_table(pa.table({"id": ids, "sig": sig_arr}), work / "sigs" / name, compression="none")
+            parts.append((lo, lo + len(sigs), work / "sigs" / name))
+            if signed.any():
+                kh = np.fromiter((xxhash.xxh3_64_intdigest(k.encode()) for k in keys.filter(pa.array(signed)).to_pylist()), dtype=_U64, count=int(signed.sum()))
+                bh = band_hashes(sigs[signed], b, r)
+                sid = ids[signed]
+                for k in range(b):
+                    d = work / "bands" / f"band={k:03d}"
+                    d.mkdir(exist_ok=True)
+                    pq.write_table(pa.table({"id": sid, "band_hash": bh[:, k], "kh": kh}), d / name)
+            return int(signed.sum())
+
+        # With a pool, chunk i's signatures are computed while chunk i-1 is written and i+1 read.
+        pending: tuple | None = None
+        for ci, batch in enumerate(batches):
+            t = _as_table(batch)
+            if t.num_rows == 0:
+                continue
+            cols = set(t.column_names)
+            keys = _str(t.column("key")).combine_chunks()
+            chunk = (
+                ci,
+                n_docs,
+                keys,
+                pc.coalesce(_str(t.column("prompt_id")), keys) if scope_by_prompt and "prompt_id" in cols else keys,
+                pc.fill_null(t.column("prior_passed"), False).to_numpy() if "prior_passed" in cols else np.ones(t.num_rows, bool),
+                (pc.fill_null(pc.utf8_length(_str(t.column("cot"))), 0).to_numpy() if "cot" in cols else np.zeros(t.num_rows)).astype(np.int64),
+                _submit_sigs(field_text(t, field), ngram, num_perm, seed, pool, task_docs),
+            )
+            n_docs += t.num_rows
+            del t
+            if pending is not None:
+                n_signed += finish(*pending)
+            pending = chunk
+        if pending is not None:
+            n_signed += finish(*pending)
+        pending = None
+        stats.update(docs=n_docs, signed=n_signed, t_signatures=round(time.perf_counter() - t0, 3), maxrss_mb_signatures=_maxrss_mb())
+
+        # -- 3: grouping in DuckDB, band by band ---------------------------------------------
+        t1 = time.perf_counter()
+        (work / "duckdb_tmp").mkdir(exist_ok=True)
+        con = duckdb.connect()
+        con.execute(f"SET threads={int(duckdb_threads)}; SET memory_limit='{duckdb_memory}'; SET preserve_insertion_order=false; SET temp_directory='{work / 'duckdb_tmp'}'")
+        con.execute("CREATE TEMP TABLE edges (a BIGINT, b BIGINT)")
+        for d in sorted((work / "bands").glob("band=*")):
+            src = f"read_parquet('{d}/*.parquet')"
+            con.execute(
+                f"""
+                CREATE OR REPLACE TEMP TABLE g AS
+                    SELECT band_hash, count(*) AS n, arg_min(id, kh) AS center FROM {src}
+                    GROUP BY band_hash HAVING count(*) > 1;
+                CREATE OR REPLACE TEMP TABLE m AS
+                    SELECT s.id, s.band_hash, g.n, g.center FROM {src} s JOIN g USING (band_hash);
+                INSERT INTO edges
+                    SELECT least(id, center), greatest(id, center) FROM m WHERE n > {int(max_bucket_pairs)} AND id <> center
+                    UNION ALL
+                    SELECT x.id, y.id FROM m x JOIN m y USING (band_hash) WHERE x.n <= {int(max_bucket_pairs)} AND x.id < y.id;
+                """
+            )
+        e = con.sql("SELECT DISTINCT a, b FROM edges ORDER BY a, b").fetchnumpy()
+        ea, eb = e["a"], e["b"]
+        ea, eb = np.asarray(ea, np.int64), np.asarray(eb, np.int64)
+        stats.update(candidate_pairs=len(ea), t_grouping=round(time.perf_counter() - t1, 3), maxrss_mb_grouping=_maxrss_mb())
+
+        # -- 4: verify, cluster, keep ----------------------------------------------------------
+        t2 = time.perf_counter()
+        store = _SigStore(parts, num_perm)
+        nodes = np.unique(np.concatenate([ea, eb]))
+        node_sigs = store.gather(nodes)
+        if verify and len(ea):
+            j = jaccard_est(node_sigs[np.searchsorted(nodes, ea)], node_sigs[np.searchsorted(nodes, eb)])
+            ok = j >= threshold - 1e-9
+            ea, eb = ea[ok], eb[ok]
+        stats["verified_pairs"] = len(ea)
+        if len(ea) == 0:
+            con.close()
+            stats.update(clusters=0, duplicates=0, t_clusters=round(time.perf_counter() - t2, 3), t_total=round(time.perf_counter() - t0, 3))
+            return DedupResult(pl.DataFrame(schema=_DUP_SCHEMA), stats)
+        members, roots = _union_find(ea, eb)
+        con.register("cl", pa.table({"id": members, "root": roots}))
+        meta = _to_polars(
+            con.sql(
+                f"SELECT cl.id, cl.root, d.key, d.prompt_id, d.prior_passed, d.cot_len FROM cl JOIN read_parquet('{work / 'docs'}/*.parquet') d USING (id)"
+            )
+        )
+        con.close()
+        meta = meta.sort(["root", pl.col("prior_passed").not_(), "cot_len", "key"])
+        kept = meta.group_by("root", maintain_order=True).first().select(
+            "root", pl.col("id").alias("kept_id"), pl.col("key").alias("duplicate_of"), pl.col("prompt_id").alias("kept_prompt")
+        )
+        kept = kept.sort("duplicate_of").with_row_index("cluster").with_columns(pl.col("cluster").cast(pl.Int64))
+        sizes = meta.group_by("root").len("cluster_size")
+        m = meta.join(kept, on="root").join(sizes, on="root")
+        dups = m.filter((pl.col("id") != pl.col("kept_id")) & (pl.col("prompt_id") != pl.col("kept_prompt")) & (pl.col("key") != pl.col("duplicate_of")))
+        ia = np.searchsorted(nodes, dups["id"].to_numpy())
+        ib = np.searchsorted(nodes, dups["kept_id"].to_numpy())
+        js = np.round(jaccard_est(node_sigs[ia], node_sigs[ib]), 4)
+        out = (
+            dups.with_columns(pl.Series("jaccard_est", js, dtype=pl.Float64), pl.col("cluster_size").cast(pl.Int64))
+            .select(list(_DUP_SCHEMA))
+            .unique("key", keep="first", maintain_order=True)
+            .sort("key")
+        )
+        stats.update(
+            clusters=kept.height,
+            clustered_rows=meta.height,
+            duplicates=out.height,
+            t_clusters=round(time.perf_counter() - t2, 3),
+            t_total=round(time.perf_counter() - t0, 3),
+            maxrss_mb_clusters=_maxrss_mb(),
+        )
+        return DedupResult(out, stats)
+    finally:
+        if own:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def dedup_parquet(
+    paths: str | Path | Sequence[str | Path],
+    field: str = "cot",
+    *,
+    batch_size: int = 20_000,
+    **kwargs: Any,
+) -> DedupResult:
+    """`dedup_batches` over Parquet files (globs allowed), read `batch_size` rows at a time with
+    only the needed columns. Files may carry `prior_passed` (else every row counts as passed)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    files: list[Path] = []
+    for p in paths:
+        s = str(p)
+        if any(ch in s for ch in "*?["):
+            base = Path(s).anchor or "."
+            files.extend(sorted(Path(base).glob(str(Path(s).relative_to(base)))))
+        else:
+            files.append(Path(s))
+    if not files:
+        raise FileNotFoundError(f"no Parquet files match {paths}")
+    scope = kwargs.get("scope_by_prompt")
+    if scope is None:
+        scope = field == "problem"
+    want = needed_columns(field, scope) + ["prior_passed"]
+
+    def gen() -> Iterator[pa.RecordBatch]:
+        for f in files:
+            pf = pq.ParquetFile(f)
+            have = set(pf.schema_arrow.names)
+            cols = [c for c in want if c in have]
+            for c in field.split("+") + ["key"]:
+                if c not in have:
+                    raise ValueError(f"{f}: no column {c!r} (needed for field {field!r})")
+            yield from pf.iter_batches(batch_size=batch_size, columns=cols)
+
+    return dedup_batches(gen(), field, **kwargs)
