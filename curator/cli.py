@@ -23,7 +23,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _guard(fn):
     """Expected failures end in one line, never a traceback."""
-    from curator.run import RunError
+    from curator.errors import RunError
     from curator.store.sample_store import StoreLocked
 
     try:
@@ -97,7 +97,8 @@ def filter_cmd(
     from curator.filters.base import FilterContext
     from curator.filters.chain import load_chain
     from curator.judging import run_chain
-    from curator.run import RESOLVED_MANIFEST, RunError
+    from curator.errors import RunError
+    from curator.run import RESOLVED_MANIFEST
     from curator.store import catalog
 
     def go():

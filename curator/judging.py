@@ -99,9 +99,28 @@ class IncrementalJudge:
     def judge(self, records: list[dict[str, Any]]) -> None:
         self._judge_frame(frame_from_records(records))
 
-    def finish(self) -> None:
+    def finish(self) -> int:
+        """Run the dataset steps and publish the verdicts; returns the accepted count over all steps."""
         run_dataset_steps(self.out_dir, self.chain, self.writer)
         self.writer.finish()
+        self.accepted = accepted_count(self.writer.dir, len(self.chain.steps))
+        return self.accepted
+
+
+def accepted_count(verdict_dir: Path, steps: int) -> int:
+    import duckdb
+
+    files = [str(p) for p in verdict_dir.glob("*.parquet")]
+    if not files or steps == 0:
+        return 0
+    con = duckdb.connect()
+    try:
+        return con.sql(
+            "SELECT count(*) FROM (SELECT key FROM read_parquet($f) GROUP BY key HAVING bool_and(passed) AND count(DISTINCT step) = $n)",
+            params={"f": files, "n": steps},
+        ).fetchall()[0][0]
+    finally:
+        con.close()
 
 
 def run_dataset_steps(out_dir: Path, chain: Chain, writer: VerdictWriter) -> None:

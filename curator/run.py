@@ -20,6 +20,7 @@ import yaml
 
 from curator.config import Manifest, ManifestError, load_manifest
 from curator.cost import find_price, warn_unknown
+from curator.errors import RunError
 from curator.filters.base import FilterContext
 from curator.filters.chain import Chain, load_chain
 from curator.judging import IncrementalJudge
@@ -31,10 +32,6 @@ from curator.store.sample_store import SampleStore
 from curator.templates import Renderer
 
 RESOLVED_MANIFEST = "manifest.resolved.yaml"
-
-
-class RunError(Exception):
-    """One line for the user; the run stopped and nothing stored was touched."""
 
 
 @dataclass
@@ -158,16 +155,28 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
             b = manifest.budget
             if b.max_accepted is not None and judge is not None and judge.accepted >= b.max_accepted:
                 return f"budget: {judge.accepted} accepted samples reached max_accepted {b.max_accepted}"
-            if b.max_accepted is not None and judge is None and have + stats.stored >= b.max_accepted:
-                return f"budget: {have + stats.stored} samples reached max_accepted {b.max_accepted} (no filter chain)"
+            if b.max_accepted is not None and judge is None and have + stats.received >= b.max_accepted:
+                return f"budget: {have + stats.received} samples reached max_accepted {b.max_accepted} (no filter chain)"
             return None
 
+        def hold() -> bool:
+            # When answers bought but not judged yet (or still in flight) could fill
+            # max_accepted, wait for their verdicts rather than buy more: no overshoot beyond
+            # what was already in flight, and only the last few requests are slowed.
+            b = manifest.budget
+            if b.max_accepted is None or judge is None:
+                return False
+            pending = stats.received + stats.already_stored - judge.judged
+            could_be = judge.accepted + pending + stats.in_flight * manifest.teacher.params.n
+            return (pending > 0 or stats.in_flight > 0) and could_be >= b.max_accepted
+
+        monitor = _drift_monitor(out_dir)
         display = RunProgress(stats, enabled=progress)
         complete = False
         error: BaseException | None = None
         try:
             with display:
-                _run_loop(_sample(manifest, api_key, price, store, stats, jobs, judge, should_stop, display))
+                _run_loop(_sample(manifest, api_key, price, store, stats, jobs, judge, should_stop, hold, display, monitor))
         except FatalRequestError as e:
             error = e
         except KeyboardInterrupt:
@@ -175,8 +184,7 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
             error = RunError("interrupted: stored answers are kept; `curator resume OUT` finishes the run")
         store.compact()
         if judge is not None and error is None:
-            judge.finish()
-            stats.accepted = judge.accepted
+            stats.accepted = judge.finish()
         complete = error is None and stats.failed == 0 and stats.stop_reason is None
         receipt = write_receipt(manifest, out_dir, run_id, command, started, stats, source_fp, chain, complete, price is not None)
         _record_run(store, run_id, manifest.name, command, started, stats, complete, receipt)
@@ -185,6 +193,27 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
         return RunResult(run_id, out_dir, stats, receipt, complete)
     finally:
         store.close()
+
+
+def _drift_monitor(out_dir: Path):
+    """A live drift monitor primed with what earlier sessions stored (the run's first window
+    is the baseline, the latest window the starting point), read with DuckDB top-N scans."""
+    from curator.drift import DriftMonitor
+
+    monitor = DriftMonitor()
+    if any((out_dir / "shards").glob("*.parquet")):
+        con = catalog.connect(out_dir, read_only=True)
+        try:
+            cols = "seq, cot, completion, gold, cot_source, finish_reason"
+            first = con.sql(f"SELECT {cols} FROM shards_raw ORDER BY seq LIMIT {monitor.window}").fetchall()
+            last = con.sql(f"SELECT {cols} FROM shards_raw ORDER BY seq DESC LIMIT {monitor.window}").fetchall()
+        finally:
+            con.close()
+        names = [c.strip() for c in cols.split(",")]
+        seen = {r[0] for r in first}
+        rows = [dict(zip(names, r)) for r in first] + [dict(zip(names, r)) for r in reversed(last) if r[0] not in seen]
+        monitor.prime(rows)
+    return monitor
 
 
 def _run_loop(coro) -> None:
@@ -197,46 +226,57 @@ def _run_loop(coro) -> None:
     uvloop.run(coro)
 
 
-async def _sample(manifest, api_key, price, store, stats, jobs, judge, should_stop, display) -> None:
-    queue: asyncio.Queue = asyncio.Queue()
-    closed = asyncio.Event()
+async def _drain(queue: asyncio.Queue) -> tuple[list[dict[str, Any]], bool]:
+    """Wait for the first batch, then take whatever else is queued; True once the sentinel came."""
+    items = [await queue.get()]
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return [r for batch in items if batch is not None for r in batch], items[-1] is None
 
-    async def writer() -> None:
-        while not (closed.is_set() and queue.empty()):
-            try:
-                first = await asyncio.wait_for(queue.get(), timeout=0.1)
-            except asyncio.TimeoutError:
-                continue
-            items = [first]
-            while not queue.empty():
-                items.append(queue.get_nowait())
-            records = [r for recs, _ in items for r in recs]
-            try:
-                await asyncio.to_thread(store.append, records)
-                if judge is not None:
-                    await asyncio.to_thread(judge.judge, records)
-                    stats.accepted, stats.judged = judge.accepted, judge.judged
+
+async def _sample(manifest, api_key, price, store, stats, jobs, judge, should_stop, hold, display, monitor) -> None:
+    """Requests -> store (journal + fsync, in a thread) -> judge, each stage its own task, so a
+    worker never waits for the disk and storing never waits for the filters."""
+    to_store: asyncio.Queue = asyncio.Queue()
+    to_judge: asyncio.Queue = asyncio.Queue()
+    sampler = Sampler(manifest, api_key, to_store.put_nowait, price, stats, should_stop, hold)
+
+    async def storer() -> None:
+        while True:
+            records, done = await _drain(to_store)
+            if records:
+                try:
+                    await asyncio.to_thread(store.append, records)
+                except BaseException as e:
+                    sampler.abort(f"storing answers failed: {e}")  # nothing unstored may count as done
+                    to_judge.put_nowait(None)
+                    raise
                 stats.stored += len(records)
-                for _, fut in items:
-                    fut.set_result(None)
-            except BaseException as e:  # the disk failed: nobody may think these answers are safe
-                for _, fut in items:
-                    if not fut.done():
-                        fut.set_exception(e)
-            display.refresh()
+                to_judge.put_nowait(records)
+                for message in monitor.observe(records):  # records carry their seq now
+                    stats.warnings.append(message)
+                    display.warn(message)
+                display.refresh()
+            if done:
+                to_judge.put_nowait(None)
+                return
 
-    async def append(records: list[dict[str, Any]]) -> None:
-        fut = asyncio.get_running_loop().create_future()
-        await queue.put((records, fut))
-        await fut
+    async def judger() -> None:
+        while True:
+            records, done = await _drain(to_judge)
+            if records and judge is not None:
+                await asyncio.to_thread(judge.judge, records)
+                stats.accepted, stats.judged = judge.accepted, judge.judged
+                display.refresh()
+            if done:
+                return
 
-    sampler = Sampler(manifest, api_key, append, price, stats, should_stop)
-    wtask = asyncio.create_task(writer())
+    tasks = [asyncio.create_task(storer()), asyncio.create_task(judger())]
     try:
         await sampler.run(jobs)
     finally:
-        closed.set()
-        await wtask
+        to_store.put_nowait(None)
+        await asyncio.gather(*tasks)
 
 
 def write_receipt(manifest, out_dir, run_id, command, started, stats: Stats, source_fp, chain, complete, price_known) -> Path:
@@ -265,7 +305,9 @@ def write_receipt(manifest, out_dir, run_id, command, started, stats: Stats, sou
             "retries": stats.retries,
             "failed_prompts": stats.failed,
             "accepted": stats.accepted if chain else None,
+            "failed_attempts": stats.failed_attempts,
         },
+        "drift_warnings": stats.warnings,
         "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens},
         "cost_usd": stats.cost_usd if (stats.cost_known and price_known) else None,
         "errors": stats.errors[:50],

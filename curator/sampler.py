@@ -11,7 +11,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -50,9 +50,11 @@ class Stats:
     total_samples: int = 0
     already_stored: int = 0
     stored: int = 0
+    received: int = 0  # answers handed to the store (stored counts them once journaled)
     requests: int = 0
     in_flight: int = 0
     retries: int = 0
+    failed_attempts: int = 0  # HTTP attempts that ended without an answer (may still be billed)
     failed: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -63,6 +65,7 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
     stop_reason: str | None = None
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def normalise_endpoint(base_url: str) -> str:
@@ -133,10 +136,11 @@ class Sampler:
         self,
         manifest: Manifest,
         api_key: str,
-        store_append: Callable[[list[dict[str, Any]]], Awaitable[None]],
+        submit: Callable[[list[dict[str, Any]]], None],
         price: Price | None,
         stats: Stats,
         should_stop: Callable[[], str | None] = lambda: None,
+        hold: Callable[[], bool] = lambda: False,
     ):
         self.m = manifest
         self.t = manifest.teacher
@@ -145,8 +149,9 @@ class Sampler:
         self.params = request_params(manifest)
         self.price = price
         self.stats = stats
-        self.store_append = store_append
+        self.submit = submit  # hands answers to the store; they count as done once journaled
         self.should_stop = should_stop
+        self.hold = hold  # True while the budget can only be judged once the filters catch up
         self.limiter = RateLimiter(self.limits.rpm, self.limits.tpm)
         # Retries are ours (tenacity), so the client's own are off.
         self.client = openai.AsyncOpenAI(
@@ -191,6 +196,7 @@ class Sampler:
         ):
             with attempt:
                 attempts += 1
+                self.stats.failed_attempts += 1  # taken back below once an answer parses
                 if attempts > 1:
                     self.stats.retries += 1
                 reserved = self._estimate_tokens(messages, n)
@@ -208,6 +214,7 @@ class Sampler:
                 if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
                     self.limiter.refund(reserved)
                     raise MalformedResponse("the server sent JSON without choices")
+                self.stats.failed_attempts -= 1
                 self.limiter.observe(raw.headers)
                 used = (data.get("usage") or {}).get("total_tokens")
                 self.limiter.refund(max(0, reserved - used) if isinstance(used, int) else 0)
@@ -293,11 +300,16 @@ class Sampler:
             if not records:
                 raise MalformedResponse("the server answered with no choices")
             self._any_success = True
-            await self.store_append(records)
+            self.stats.received += len(records)
+            self.submit(records)
             done = {r["sample_index"] for r in records}
             if len(batch) > 1 and len(done) < len(batch) and self.t.n_strategy == "auto":
                 self.n_mode = "separate"  # the server ignored n
             pending = [i for i in pending if i not in done]
+
+    def abort(self, message: str) -> None:
+        """Stop sending (storage failed): in-flight answers finish, nothing new is bought."""
+        self._fatal = FatalRequestError(message)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -318,6 +330,8 @@ class Sampler:
             for job in queue:
                 if self._fatal is not None or self.stats.stop_reason:
                     return
+                while self.hold() and self._fatal is None:
+                    await asyncio.sleep(0.02)
                 reason = self._budget_stop()
                 if reason:
                     self.stats.stop_reason = reason

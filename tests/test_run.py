@@ -232,3 +232,18 @@ def test_status_command(tmp_path, server):
     r = cli("status", tmp_path / "out", "--json")
     info = json.loads(r.stdout)
     assert info["stored"] == 12 and info["prompts"] == 6 and info["cost_usd"] > 0
+
+
+@pytest.mark.parametrize("collapse", [True, False])
+def test_live_drift_warnings(tmp_path, server, collapse):
+    probs = write_problems(tmp_path / "problems.jsonl", 300)
+    url = server(problems=str(probs), problem_column="question", cot_words=200,
+                 **({"collapse_after": 300} if collapse else {}))
+    m = write_manifest(tmp_path, url, n=2, limits=", concurrency: 8")
+    res = run_manifest(load_manifest(m), progress=False)
+    receipt = json.loads(res.receipt.read_text())
+    if collapse:
+        assert any("length" in w.lower() or "cot" in w.lower() for w in res.stats.warnings), res.stats.warnings
+        assert receipt["drift_warnings"] == res.stats.warnings
+    else:
+        assert res.stats.warnings == [] and receipt["drift_warnings"] == []

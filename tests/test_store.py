@@ -44,7 +44,10 @@ def test_recovery_of_journal_with_torn_line_and_keys_already_in_shards(tmp_path)
         f.write('{"key": "k9999", "run": "t", "probl')
     s._journal.close()
     import os
+
+    from curator.store import sample_store
     os.close(s._lock_fd)
+    sample_store._HELD.discard(s._lock_name)
     s2 = SampleStore(tmp_path)
     assert s2.recovered == 3  # k0003..k0005; k0001 was in a shard; the torn row was never acknowledged
     assert stored_keys(tmp_path) == {f"k{i:04d}" for i in range(6)}
@@ -75,3 +78,36 @@ def test_read_only_connect_on_empty_output(tmp_path):
     con = catalog.connect(tmp_path, read_only=True)
     assert con.execute("SELECT count(*) FROM samples").fetchall()[0][0] == 0
     assert not (tmp_path / "catalog.duckdb").exists()
+
+
+def test_forked_workers_do_not_keep_the_directory_locked(tmp_path):
+    """Filter pools fork while a store is open; the lock must not live on in them."""
+    import multiprocessing as mp
+    import subprocess
+    import sys
+
+    s = SampleStore(tmp_path)
+    ctx = mp.get_context("fork")
+    child = ctx.Process(target=__import__("time").sleep, args=(5,))
+    child.start()
+    try:
+        s.close()
+        probe = "from curator.store.sample_store import SampleStore; import sys; SampleStore(__import__('pathlib').Path(sys.argv[1])).close()"
+        r = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    finally:
+        child.terminate()
+        child.join()
+
+
+def test_lock_excludes_another_process(tmp_path):
+    import subprocess
+    import sys
+
+    s = SampleStore(tmp_path)
+    try:
+        probe = "from curator.store.sample_store import SampleStore; import sys; SampleStore(__import__('pathlib').Path(sys.argv[1]))"
+        r = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and "another curator process is writing here" in r.stderr
+    finally:
+        s.close()

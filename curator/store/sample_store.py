@@ -28,6 +28,9 @@ class StoreLocked(Exception):
     pass
 
 
+_HELD: set[str] = set()  # POSIX locks do not exclude the process that holds them: track our own
+
+
 def shard_paths(out_dir: Path) -> list[Path]:
     d = out_dir / "shards"
     return sorted(d.glob("*.parquet")) if d.exists() else []
@@ -49,18 +52,26 @@ def stored_keys(out_dir: Path) -> set[str]:
 
 
 class SampleStore:
-    """The single writer of an output directory (an flock on OUT/.lock keeps a second one out)."""
+    """The single writer of an output directory (a POSIX lock on OUT/.lock keeps a second one out).
+
+    lockf, not flock: flock locks belong to the open file and so are inherited by forked worker
+    processes (filter pools), which would then hold the directory after this store closed."""
 
     def __init__(self, out_dir: Path, shard_rows: int = 20_000):
         self.out_dir = out_dir
         self.shard_rows = shard_rows
         out_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_name = str(out_dir.resolve())
+        busy = StoreLocked(f"{out_dir}: another curator process is writing here (lock held on {out_dir / '.lock'})")
+        if self._lock_name in _HELD:
+            raise busy
         self._lock_fd = os.open(out_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):
             os.close(self._lock_fd)
-            raise StoreLocked(f"{out_dir}: another curator process is writing here (lock held on {out_dir / '.lock'})") from None
+            raise busy from None
+        _HELD.add(self._lock_name)
         remove_partials(out_dir / "shards")
         remove_partials(out_dir / "verdicts")
         self.recovered = self._recover()
@@ -138,3 +149,4 @@ class SampleStore:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
+            _HELD.discard(self._lock_name)
