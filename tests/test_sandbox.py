@@ -48,6 +48,15 @@ def assert_clean(r, timeout: float = 2.0) -> None:
 _KEEP: set[int] = set()  # helper processes a test started on purpose
 
 
+@pytest.fixture(autouse=True)
+def _children_before():
+    """Children other tests of the session left running (worker pools, servers) are not ours."""
+    before = {c.pid for c in psutil.Process().children(recursive=True)}
+    _KEEP.update(before)
+    yield
+    _KEEP.difference_update(before)
+
+
 @pytest.fixture
 def victim():
     """A process of ours the sandboxed code will try to kill."""
