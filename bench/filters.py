@@ -94,8 +94,7 @@ def main() -> None:
         apply_steps(chain.dataset_steps(), df, prior)
     dt = time.perf_counter() - t
     print(f"  whole chain    {a.samples / dt:>10,.0f} samples/s on {a.workers} workers", flush=True)
-    for s in chain.steps:
-        s.filter.ctx.close()
+    chain.close()
 
 
 if __name__ == "__main__":

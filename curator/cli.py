@@ -114,8 +114,7 @@ def filter_cmd(
             run_chain(out, c)
         finally:
             ctx.close()
-            for s in c.steps:
-                s.filter.ctx.close()
+            c.close()
         con = catalog.connect(out)
         try:
             return c.name, con.execute(

@@ -192,6 +192,8 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
             raise RunError(str(error)) if not isinstance(error, RunError) else error
         return RunResult(run_id, out_dir, stats, receipt, complete)
     finally:
+        if chain is not None:
+            chain.close()
         store.close()
 
 

@@ -70,6 +70,9 @@ class Filter:
     def apply(self, df: pl.DataFrame) -> pl.DataFrame:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release worker processes or clients; the chain calls it when a run or re-judge ends."""
+
 
 def verdicts(keys: list[str], passed: list[bool], reasons: list[str | None], details: list[Any]) -> pl.DataFrame:
     """Build a verdict frame; details may be dicts (serialised to JSON) or None."""

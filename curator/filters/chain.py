@@ -47,6 +47,11 @@ class Chain:
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.spec, sort_keys=True).encode()).hexdigest()[:16]
 
+    def close(self) -> None:
+        for step in self.steps:
+            step.filter.close()
+            step.filter.ctx.close()
+
     def sample_steps(self) -> list[Step]:
         return [s for s in self.steps if s.scope == "sample"]
 
