@@ -3,8 +3,10 @@
     python bench/sampling.py [--requests 5000] [--latency-ms 200] [--concurrency 256]
 
 Prints requests/s, client CPU seconds per 1,000 requests and the ratio to the latency bound
-(in-flight / latency) for the given latency, then the same at zero latency. Storage is on
-(journal + fsync, shards, catalog) exactly as in `curator run`; no filter chain."""
+(in-flight / latency) for the given latency, then the same at zero latency, for each HTTP path
+(`teacher.http`: the AsyncOpenAI client, and plain aiohttp). Storage is on (journal + fsync,
+shards, catalog) exactly as in `curator run`; no filter chain. Wall time is the whole
+`run_manifest` call: loading, keys, preflight, sampling, compaction, catalog and receipt."""
 
 from __future__ import annotations
 
@@ -29,20 +31,20 @@ def cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def one(tmp: Path, requests: int, latency_ms: float, concurrency: int) -> dict:
+def one(tmp: Path, requests: int, latency_ms: float, concurrency: int, http: str = "openai") -> dict:
     rows = [{"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(requests)]
-    data = tmp / f"p{latency_ms}.jsonl"
+    data = tmp / f"p{latency_ms}-{http}.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     server = ServerProcess(ServerConfig.load({"latency_ms": latency_ms, "cot_words": 60}))
     try:
-        m = tmp / f"m{latency_ms}.yaml"
+        m = tmp / f"m{latency_ms}-{http}.yaml"
         m.write_text(
             f"""name: bench
 source: {{path: {data}, id: id, problem: question, answer: answer}}
 prompt: {{user: "{{{{ question }}}}"}}
-teacher: {{base_url: {server.base_url}, model: deepseek-reasoner, params: {{max_tokens: 1024, n: 1}}}}
+teacher: {{base_url: {server.base_url}, model: deepseek-reasoner, http: {http}, params: {{max_tokens: 1024, n: 1}}}}
 limits: {{concurrency: {concurrency}, timeout_s: 60, max_retries: 2}}
-output: {tmp / f'out{latency_ms}'}
+output: {tmp / f'out{latency_ms}-{http}'}
 """
         )
         manifest = load_manifest(m)
@@ -53,7 +55,7 @@ output: {tmp / f'out{latency_ms}'}
         server.stop()
     assert res.stats.stored == requests, res.stats.errors[:3]
     rps = requests / wall
-    out = {"latency_ms": latency_ms, "concurrency": concurrency, "requests": requests, "wall_s": round(wall, 2),
+    out = {"http": http, "latency_ms": latency_ms, "concurrency": concurrency, "requests": requests, "wall_s": round(wall, 2),
            "requests_per_s": round(rps, 1), "client_cpu_s_per_1k": round(used / requests * 1000, 3)}
     if latency_ms:
         bound = concurrency / (latency_ms / 1000)
@@ -67,15 +69,21 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=5000)
     ap.add_argument("--latency-ms", type=float, default=200)
     ap.add_argument("--concurrency", type=int, default=256)
+    ap.add_argument("--http", nargs="+", default=["openai", "aiohttp"], choices=["openai", "aiohttp"])
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        for latency in (a.latency_ms, 0.0):
-            r = one(Path(d), a.requests, latency, a.concurrency)
-            line = f"latency {r['latency_ms']:.0f} ms, {r['concurrency']} in flight: {r['requests_per_s']:,.0f} req/s, client CPU {r['client_cpu_s_per_1k']:.2f} s/1k req"
-            if "ratio_to_bound" in r:
-                line += f", {r['ratio_to_bound']:.0%} of the latency bound ({r['latency_bound_rps']:,.0f} req/s)"
-            print(line, flush=True)
-            print(json.dumps(r), flush=True)
+        for http in a.http:
+            for latency in (a.latency_ms, 0.0):
+                r = one(Path(d), a.requests, latency, a.concurrency, http)
+                report(r)
+
+
+def report(r: dict) -> None:
+    line = f"http {r['http']:<7} latency {r['latency_ms']:>3.0f} ms, {r['concurrency']} in flight: {r['requests_per_s']:,.0f} req/s, client CPU {r['client_cpu_s_per_1k']:.2f} s/1k req"
+    if "ratio_to_bound" in r:
+        line += f", {r['ratio_to_bound']:.0%} of the latency bound ({r['latency_bound_rps']:,.0f} req/s)"
+    print(line, flush=True)
+    print(json.dumps(r), flush=True)
 
 
 if __name__ == "__main__":

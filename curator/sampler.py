@@ -21,12 +21,9 @@ from curator.cost import request_cost
 from curator.parse import Usage, read_usage, split_reasoning
 from curator.ratelimit import RateLimiter, retry_after
 from curator.sources import Problem
+from curator.transport import make_transport
 
 
-try:  # the HTTP library under the openai client: httpx2 in openai >= 3, httpx before
-    from httpx2 import Response as _RAW
-except ImportError:  # pragma: no cover - older openai
-    from httpx import Response as _RAW
 
 
 class FatalRequestError(Exception):
@@ -122,15 +119,6 @@ def _shares(weights: list[int], total: int | None) -> list[int | None]:
     return parts
 
 
-def _http_client(timeout_s: float):
-    """aiohttp under the openai client: httpx's pool costs O(connections) per request, which at
-    hundreds in flight made the client, not the teacher, the bottleneck (bench/sampling.py)."""
-    try:
-        return openai.DefaultAioHttpClient(timeout=timeout_s)
-    except RuntimeError:  # openai installed without its aiohttp extra
-        return None
-
-
 class Sampler:
     def __init__(
         self,
@@ -154,9 +142,7 @@ class Sampler:
         self.hold = hold  # True while the budget can only be judged once the filters catch up
         self.limiter = RateLimiter(self.limits.rpm, self.limits.tpm)
         # Retries are ours (tenacity), so the client's own are off.
-        self.client = openai.AsyncOpenAI(
-            base_url=self.endpoint, api_key=api_key, max_retries=0, timeout=self.limits.timeout_s, http_client=_http_client(self.limits.timeout_s)
-        )
+        self.transport = make_transport(self.t.http, self.endpoint, api_key, self.limits.timeout_s, self.limits.concurrency)
         self.n_mode = self.t.n_strategy
         self._fatal: FatalRequestError | None = None
         self._any_success = False
@@ -202,12 +188,9 @@ class Sampler:
                 reserved = self._estimate_tokens(messages, n)
                 await self.limiter.acquire(reserved)
                 self.stats.requests += 1
-                # The typed `chat.completions.create` costs ~50% more client CPU per request (param
-                # transforms, pydantic) than a raw POST through the same client (bench/sampling.py);
-                # at hundreds of requests/s that is the difference between teacher- and client-bound.
-                raw = await self.client.post("/chat/completions", body=body, cast_to=_RAW, options={"timeout": self.limits.timeout_s})
+                content, headers = await self.transport.post(body)
                 try:
-                    data = json.loads(raw.content)
+                    data = json.loads(content)
                 except ValueError:
                     self.limiter.refund(reserved)
                     raise MalformedResponse("the server sent a body that is not JSON") from None
@@ -215,7 +198,7 @@ class Sampler:
                     self.limiter.refund(reserved)
                     raise MalformedResponse("the server sent JSON without choices")
                 self.stats.failed_attempts -= 1
-                self.limiter.observe(raw.headers)
+                self.limiter.observe(headers)
                 used = (data.get("usage") or {}).get("total_tokens")
                 self.limiter.refund(max(0, reserved - used) if isinstance(used, int) else 0)
         return data, attempts, time.monotonic() - start
@@ -358,6 +341,6 @@ class Sampler:
         try:
             await asyncio.gather(*(worker() for _ in range(min(self.limits.concurrency, max(1, len(jobs))))))
         finally:
-            await self.client.close()
+            await self.transport.close()
         if self._fatal is not None:
             raise self._fatal

@@ -53,6 +53,9 @@ TAIL_BYTES = 4096
 UID_BASE = 2_000_000  # per-run uids are drawn from [UID_BASE, UID_BASE + UID_SPAN); no passwd entries
 UID_SPAN = 1_000_000
 MASKED_DIRS = ("/root", "/home")
+# Replaced by fresh tmpfs in the sandbox; an interpreter or venv living there (a CI checkout in
+# /tmp) is bind-mounted back read-only, like one under a masked dir.
+TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/run/shm")
 
 
 @dataclass
@@ -275,14 +278,20 @@ def setup_fs():
                 mount(None, p, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
         mount(None, d, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=1m,mode=755")
         prot.append("mask:" + d)
-    for _, fd in expose:
-        os.close(fd)
-    for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/run/shm"):
+    for d in cfg["tmp_dirs"]:
         if os.path.isdir(d) and not os.path.islink(d):
             try:
                 mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=1777" % cfg["tmp_mb"])
             except OSError:
-                pass
+                continue
+            for p, fd in expose:
+                if p == d or p.startswith(d.rstrip("/") + "/"):
+                    os.makedirs(p, exist_ok=True)
+                    mount("/proc/self/fd/%d" % fd, p, None, MS_BIND | MS_REC)
+                    mount(None, p, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
+                    prot.append("expose:" + p)
+    for _, fd in expose:
+        os.close(fd)
     wd = cfg["workdir"]
     os.makedirs(wd, exist_ok=True)
     mount("tmpfs", wd, "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=700,uid=%d,gid=%d" % (cfg["work_mb"], uid, gid))
@@ -589,13 +598,13 @@ def _free_uid(uid: int | None) -> None:
 
 
 def _expose_paths(python: str) -> list[str]:
-    """Interpreter directories that live under a masked dir and must stay visible to the sandbox."""
+    """Interpreter directories that live under a masked or tmpfs dir and must stay visible."""
     cands = {sys.base_prefix, sys.prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(os.path.dirname(os.path.realpath(python)))}
     if os.path.realpath(python) != os.path.realpath(sys.executable):
         cands -= {sys.base_prefix, sys.prefix, sys.exec_prefix, sys.base_exec_prefix}
         cands.add(os.path.dirname(os.path.dirname(python)))
     cands = {os.path.realpath(c) for c in cands if c}
-    under = [c for c in cands if any(c == m or c.startswith(m + "/") for m in MASKED_DIRS)]
+    under = [c for c in cands if any(c == m or c.startswith(m + "/") for m in MASKED_DIRS + TMP_DIRS)]
     return sorted(c for c in under if not any(o != c and c.startswith(o.rstrip("/") + "/") for o in under))
 
 
@@ -706,6 +715,7 @@ def run_python(
             "harness": _HARNESS,
             "env": _minimal_env(workdir),
             "expose": _expose_paths(python),
+            "tmp_dirs": list(TMP_DIRS),
             "mask": [m for m in MASKED_DIRS if not (workdir == m or workdir.startswith(m + "/"))],
             "tmp_mb": 16,
             "work_mb": max(16, 2 * max_file_mb),

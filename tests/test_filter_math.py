@@ -363,3 +363,17 @@ def test_idle_workers_stop_by_themselves():
         assert pool.run([{"gold": "2", "pred": "3"}])[0]["match"] is False  # restarts on demand
     finally:
         pool.close()
+
+
+def test_integer_fast_path_agrees_with_math_verify():
+    cases = [("#### 72", r"The answer is $\boxed{72}$."), ("#### 72", r"$\boxed{73}$"), ("-5", r"\boxed{-5}"),
+             ("#### 072", r"\boxed{72}"), ("#### 1000", r"\boxed{1000}"), ("#### 12", r"\boxed{ 12 }")]
+    rows = [{"gold": g, "completion": c} for g, c in cases]
+    got = run_math(rows)
+    assert all(r["details"].get("fast_path") == "integer" for r in got)
+    for (g, c), r in zip(cases, got):
+        gtext, _ = gold_task(g)
+        assert r["passed"] == check(gtext, pred_task(c), gold_is_answer=True), (g, c)
+    # Not integers, or more than one box: Math-Verify decides.
+    slow = run_math([{"gold": "#### 7", "completion": r"\boxed{7.0}"}, {"gold": "#### 7", "completion": r"\boxed{3} and \boxed{4}"}])
+    assert all("fast_path" not in (r["details"] or {}) for r in slow)

@@ -16,6 +16,9 @@ from curator.config import load_manifest
 from curator.run import RunError, resume, run_manifest
 
 
+HTTP = pytest.mark.parametrize("http", ["openai", "aiohttp"])  # both transports, same behaviour
+
+
 def q(out, sql):
     con = duckdb.connect(str(out / "catalog.duckdb"), read_only=True)
     try:
@@ -69,10 +72,11 @@ def test_contract_columns_and_receipt(tmp_path, server):
     assert q(out, "SELECT status, samples FROM runs") == [("complete", 6)]
 
 
+@HTTP
 @pytest.mark.parametrize("n_mode", ["support", "ignore", "reject"])
-def test_n_samples_per_prompt(tmp_path, server, n_mode):
+def test_n_samples_per_prompt(tmp_path, server, n_mode, http):
     url = server(n_mode=n_mode, mix={"right": 1, "wrong": 1})
-    m = write_manifest(tmp_path, url, n=3)
+    m = write_manifest(tmp_path, url, n=3, extra_teacher=f"http: {http}")
     res = run_manifest(load_manifest(m), progress=False)
     assert res.complete
     out = tmp_path / "out"
@@ -85,10 +89,11 @@ def test_n_samples_per_prompt(tmp_path, server, n_mode):
         assert res.stats.requests == 6  # one request per prompt carries n=3
 
 
+@HTTP
 @pytest.mark.parametrize("fault", ["429", "500", "503", "timeout", "reset", "malformed", "empty"])
-def test_retry_on_each_fault_kind(tmp_path, server, fault):
+def test_retry_on_each_fault_kind(tmp_path, server, fault, http):
     url = server(fail_first={fault: 1}, hang_s=3, retry_after_s=0.05)
-    m = write_manifest(tmp_path, url, n=1, problems=4, limits=", timeout_s: 0.5" if fault == "timeout" else "")
+    m = write_manifest(tmp_path, url, n=1, problems=4, limits=", timeout_s: 0.5" if fault == "timeout" else "", extra_teacher=f"http: {http}")
     text = m.read_text().replace("timeout_s: 10, ", "") if fault == "timeout" else m.read_text()
     m.write_text(text)
     res = run_manifest(load_manifest(m), progress=False)
@@ -97,14 +102,16 @@ def test_retry_on_each_fault_kind(tmp_path, server, fault):
     assert q(tmp_path / "out", "SELECT count(*), min(attempts), max(attempts) FROM samples") == [(4, 2, 2)]
 
 
-def test_retry_after_is_honoured(tmp_path, server):
+@HTTP
+def test_retry_after_is_honoured(tmp_path, server, http):
     url = server(fail_first={"429": 1}, retry_after_s=0.6)
-    m = write_manifest(tmp_path, url, n=1, problems=2)
+    m = write_manifest(tmp_path, url, n=1, problems=2, extra_teacher=f"http: {http}")
     t = time.monotonic()
     res = run_manifest(load_manifest(m), progress=False)
     assert res.complete and time.monotonic() - t >= 0.55
 
 
+@HTTP
 @pytest.mark.parametrize(
     "setup, message",
     [
@@ -113,9 +120,9 @@ def test_retry_after_is_honoured(tmp_path, server):
         (dict(api_key_env="CURATOR_TEST_UNSET_KEY"), "CURATOR_TEST_UNSET_KEY (teacher.api_key_env) is not set"),
     ],
 )
-def test_fail_fast_with_one_line(tmp_path, server, setup, message):
+def test_fail_fast_with_one_line(tmp_path, server, setup, message, http):
     url = server(api_key="right-key")
-    m = write_manifest(tmp_path, url, **setup)
+    m = write_manifest(tmp_path, url, extra_teacher=f"http: {http}", **setup)
     env = {"CURATOR_TEST_BAD_KEY": "wrong-key"}
     if "UNSET" not in setup.get("api_key_env", "") and "BAD" not in setup.get("api_key_env", ""):
         # model case: the key is right, the model is not

@@ -1,0 +1,111 @@
+"""How a chat request reaches the teacher: through `openai.AsyncOpenAI` (the default), or straight
+over one aiohttp session for high-throughput local teachers (`teacher.http: aiohttp`).
+
+Both raise the openai package's own exceptions (RateLimitError, APITimeoutError, ...), so retries,
+Retry-After handling and fail-fast errors are one code path in the sampler. The aiohttp path
+exists because the openai client spends ~0.65 ms of CPU per request building typed requests
+(bench/sampling.py); against a remote API at seconds per answer that is nothing, against a local
+vLLM at hundreds of requests/s on a small machine it is the bottleneck."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+import openai
+
+try:  # the HTTP library under the openai client: httpx2 in openai >= 3, httpx before
+    import httpx2 as _http
+except ImportError:  # pragma: no cover - older openai
+    import httpx as _http
+
+try:
+    import orjson
+
+    def _dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj)
+except ImportError:  # pragma: no cover
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, ensure_ascii=False).encode("utf-8")
+
+
+class OpenAITransport:
+    def __init__(self, base_url: str, api_key: str, timeout_s: float):
+        self.timeout_s = timeout_s
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s, http_client=_aiohttp_client(timeout_s))
+
+    async def post(self, body: dict[str, Any]) -> tuple[bytes, Mapping[str, str]]:
+        # The raw POST, not the typed `chat.completions.create`: the typed path costs ~50% more
+        # client CPU (param transforms, pydantic models) and we parse the JSON ourselves anyway.
+        raw = await self.client.post("/chat/completions", body=body, cast_to=_http.Response, options={"timeout": self.timeout_s})
+        return raw.content, raw.headers
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def _aiohttp_client(timeout_s: float):
+    """aiohttp under the openai client: httpx's pool costs O(connections) per request, which at
+    hundreds in flight made the client, not the teacher, the bottleneck (bench/sampling.py)."""
+    try:
+        return openai.DefaultAioHttpClient(timeout=timeout_s)
+    except RuntimeError:  # openai installed without its aiohttp extra
+        return None
+
+
+class AiohttpTransport:
+    def __init__(self, base_url: str, api_key: str, timeout_s: float, connections: int):
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json", "Accept": "application/json"}
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections), timeout=self.timeout)
+        self._request = _http.Request("POST", self.url)  # for the openai exceptions' `request`
+
+    async def post(self, body: dict[str, Any]) -> tuple[bytes, Mapping[str, str]]:
+        aiohttp = self._aiohttp
+        try:
+            async with self.session.post(self.url, data=_dumps(body), headers=self.headers) as r:
+                content = await r.read()
+                if r.status >= 400:
+                    raise _status_error(r.status, dict(r.headers), content, self._request)
+                return content, r.headers
+        except TimeoutError:
+            raise openai.APITimeoutError(request=self._request) from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
+            raise openai.APIConnectionError(message=f"connection error: {type(e).__name__}", request=self._request) from None
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+_STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
+    400: openai.BadRequestError,
+    401: openai.AuthenticationError,
+    403: openai.PermissionDeniedError,
+    404: openai.NotFoundError,
+    409: openai.ConflictError,
+    422: openai.UnprocessableEntityError,
+    429: openai.RateLimitError,
+}
+
+
+def _status_error(status: int, headers: dict[str, str], content: bytes, request) -> openai.APIStatusError:
+    """The same exception the openai client raises for this status, with the server's message."""
+    try:
+        body = json.loads(content) if content else None
+    except ValueError:
+        body = None
+    err = body.get("error") if isinstance(body, dict) else None
+    message = (err.get("message") if isinstance(err, dict) else None) or content.decode("utf-8", "replace")[:200] or f"HTTP {status}"
+    response = _http.Response(status, headers=headers, content=content, request=request)
+    cls = _STATUS_ERRORS.get(status, openai.InternalServerError if status >= 500 else openai.APIStatusError)
+    return cls(message, response=response, body=err if isinstance(err, dict) else body)
+
+
+def make_transport(kind: str, base_url: str, api_key: str, timeout_s: float, connections: int):
+    if kind == "aiohttp":
+        return AiohttpTransport(base_url, api_key, timeout_s, connections)
+    return OpenAITransport(base_url, api_key, timeout_s)
