@@ -44,7 +44,7 @@ def trace(rng: random.Random, words: int, answer: int) -> str:
     return " ".join(out) + f" So the answer is {answer}."
 
 
-def make_samples(n: int, words: int = 4600, seed: int = 0) -> pl.DataFrame:
+def make_samples(n: int, words: int = 4600, seed: int = 0, latex: bool = False) -> pl.DataFrame:
     rng = random.Random(seed)
     rows = []
     for i in range(n):
@@ -54,11 +54,13 @@ def make_samples(n: int, words: int = 4600, seed: int = 0) -> pl.DataFrame:
         if rng.random() < 0.03:
             cot += " 我们需要再检查一遍这个计算结果是否正确。"
         shown = ans + 1 if wrong else ans
+        # GSM8K-style integers take the math filter's integer fast path; fractions go to Math-Verify.
+        gold, box = (f"\\frac{{{ans}}}{{7}}", f"\\frac{{{shown}}}{{7}}") if latex else (f"#### {ans}", str(shown))
         rows.append({
             "key": f"k{i:07d}", "run": "bench", "prompt_id": str(i // 4), "sample_index": i % 4, "source": "bench",
-            "problem": f"Problem {i}: compute the total.", "gold": f"#### {ans}", "row_json": "{}",
+            "problem": f"Problem {i}: compute the total.", "gold": gold, "row_json": "{}",
             "messages_json": json.dumps([{"role": "user", "content": f"Problem {i}. Put your final answer within \\boxed{{}}."}]),
-            "cot": cot, "completion": f"The total is {shown}.\n\n**Answer:** $\\boxed{{{shown}}}$",
+            "cot": cot, "completion": f"The total is {shown}.\n\n**Answer:** $\\boxed{{{box}}}$",
             "cot_source": "reasoning_content", "raw_content": None, "finish_reason": "stop",
             "prompt_tokens": 40, "completion_tokens": int(words * 1.3) + 20, "reasoning_tokens": int(words * 1.3),
             "cached_tokens": 0, "cost_usd": 0.01, "model": "bench", "endpoint": "bench", "params_json": "{}",
@@ -72,8 +74,9 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--chain", default=str(ROOT / "filters" / "r1-math.yaml"))
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--latex-answers", action="store_true", help="fraction answers (Math-Verify path) instead of integers")
     a = ap.parse_args()
-    df = make_samples(a.samples)
+    df = make_samples(a.samples, latex=a.latex_answers)
     tokens = int(df["reasoning_tokens"].mean())
     print(f"{a.samples} synthetic samples, ~{tokens:,} CoT tokens each, chain {Path(a.chain).name}", flush=True)
     ctx = FilterContext(base_dir=ROOT, workers=a.workers)

@@ -337,3 +337,22 @@ def test_speed_on_long_traces():
     cpu = time.process_time() - t0
     assert out["passed"].all()
     assert len(rows) / cpu > 100, f"{len(rows) / cpu:.0f} samples per CPU-second"
+
+
+def test_worker_processes_give_the_same_verdicts_as_in_process():
+    import polars as pl
+
+    from curator.filters.base import FilterContext, get_filter
+
+    english = "We need to compute the total number of apples in all the boxes, then subtract the ones given away. "
+    texts = [english * 20 + ("我们需要再检查一遍这个计算结果。" if i % 7 == 0 else "") for i in range(60)]
+    df = pl.DataFrame({"key": [f"k{i}" for i in range(60)], "cot": texts, "completion": ["The answer is 4."] * 60})
+    cls = get_filter("language")
+    one = cls(cls.Params(workers=1), FilterContext()).apply(df)
+    f = cls(cls.Params(workers=2, min_rows_per_worker=10), FilterContext())
+    try:
+        two = f.apply(df)
+    finally:
+        f.close()
+    assert one.equals(two)
+    assert one["passed"].to_list() == [i % 7 != 0 for i in range(60)]

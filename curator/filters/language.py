@@ -57,6 +57,10 @@ class LanguageParams(FilterParams):
     min_sentence_letters: int = Field(20, ge=1)
     detector: Literal["fasttext", "langdetect", "none"] = "fasttext"
     check_code: bool = False  # judge code blocks and inline code too (comments, strings)
+    # Worker processes for big batches: detection is pure CPU and the slowest step of a maths
+    # chain (bench/filters.py); 1 keeps it in-process.
+    workers: int = Field(2, ge=1)
+    min_rows_per_worker: int = Field(200, ge=1)
 
     @field_validator("target")
     @classmethod
@@ -293,5 +297,39 @@ class LanguageFilter(Filter):
         if missing:
             raise ValueError(f"language: no column {missing[0]!r} in the samples (fields: {p.fields})")
         columns = {f: df[f].cast(pl.String).to_list() for f in p.fields}
-        passed, reasons, details = judge(columns, p.model_dump())
+        params = p.model_dump()
+        parts = min(p.workers, df.height // p.min_rows_per_worker)
+        if parts < 2:
+            passed, reasons, details = judge(columns, params)
+        else:
+            bounds = [df.height * k // parts for k in range(parts + 1)]
+            chunks = [{f: v[a:b] for f, v in columns.items()} for a, b in zip(bounds, bounds[1:])]
+            passed, reasons, details = [], [], []
+            for pa, re_, de in _pool(parts).map(judge, chunks, [params] * parts):
+                passed += pa
+                reasons += re_
+                details += de
         return verdicts(df["key"].to_list(), passed, reasons, details)
+
+    def close(self) -> None:
+        global _POOL
+        if _POOL is not None:
+            _POOL[1].shutdown(cancel_futures=True)
+            _POOL = None
+
+
+_POOL: tuple[int, Any] | None = None
+
+
+def _pool(workers: int):
+    """Spawned workers: `judge` uses polars, and a child forked after polars started its thread
+    pool deadlocks. (As with any spawn pool, a script calling this needs a __main__ guard.)"""
+    global _POOL
+    if _POOL is None or _POOL[0] != workers:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        if _POOL is not None:
+            _POOL[1].shutdown()
+        _POOL = (workers, ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")))
+    return _POOL[1]
