@@ -26,6 +26,12 @@ from curator.transport import make_transport
 
 
 
+try:
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    _loads = json.loads
+
+
 class FatalRequestError(Exception):
     """The server refused the request for a reason retrying cannot fix (bad key, model, params)."""
 
@@ -40,6 +46,13 @@ class Job:
     messages: list[dict[str, str]]
     indices: list[int]  # sample indices still without an answer
     keys: dict[int, str]
+    _json: tuple[str, str] | None = None
+
+    def stored_json(self) -> tuple[str, str]:
+        """(row_json, messages_json), serialised once for the job's n samples."""
+        if self._json is None:
+            self._json = (json.dumps(self.problem.row, ensure_ascii=False, default=str), json.dumps(self.messages, ensure_ascii=False))
+        return self._json
 
 
 @dataclass
@@ -60,6 +73,7 @@ class Stats:
     accepted: int = 0
     judged: int = 0
     started: float = field(default_factory=time.monotonic)
+    sampling_s: float = 0.0  # wall time of the request loop alone (no loading, compaction, receipt)
     stop_reason: str | None = None
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -108,6 +122,23 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _parse_body(content: bytes) -> dict[str, Any]:
+    try:
+        data = _loads(content)
+    except ValueError:
+        raise MalformedResponse("the server sent a body that is not JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        raise MalformedResponse("the server sent JSON without choices")
+    return data
+
+
+@dataclass
+class _FakeState:
+    """What tenacity's wait strategies read from a retry state: the attempt number."""
+
+    attempt_number: int
+
+
 def _shares(weights: list[int], total: int | None) -> list[int | None]:
     """Split a request-level token count over its choices so that the parts add up to the total."""
     if total is None:
@@ -135,6 +166,7 @@ class Sampler:
         self.limits = manifest.limits
         self.endpoint = normalise_endpoint(self.t.base_url)
         self.params = request_params(manifest)
+        self._params_json = json.dumps(self.params, sort_keys=True)
         self.price = price
         self.stats = stats
         self.submit = submit  # hands answers to the store; they count as done once journaled
@@ -162,46 +194,72 @@ class Sampler:
             body["n"] = n
         if extra_seed and "seed" in body:
             body["seed"] = body["seed"] + extra_seed
-        attempts = 0
         start = time.monotonic()
+        state = {"attempts": 0}
 
-        def _wait(state) -> float:
-            exc = state.outcome.exception()
-            headers = getattr(getattr(exc, "response", None), "headers", None)
-            asked = retry_after(headers) if isinstance(exc, openai.APIStatusError) else None
+        async def attempt_once() -> dict[str, Any]:
+            state["attempts"] += 1
+            if state["attempts"] > 1:
+                self.stats.retries += 1
+            self.stats.failed_attempts += 1  # taken back below once an answer parses
+            reserved = self._estimate_tokens(messages, n)
+            await self.limiter.acquire(reserved)
+            self.stats.requests += 1
+            try:
+                content, headers = await self.transport.post(body)
+                data = _parse_body(content)
+            except BaseException:
+                self.limiter.refund(reserved)
+                raise
+            self.stats.failed_attempts -= 1
+            self.limiter.observe(headers)
+            used = (data.get("usage") or {}).get("total_tokens")
+            self.limiter.refund(max(0, reserved - used) if isinstance(used, int) else 0)
+            return data
+
+        try:
+            # Most requests succeed at once: tenacity's machinery (~0.1 ms a request) only
+            # runs for the ones that need a retry.
+            data = await attempt_once()
+        except Exception as e:
+            if not _is_retryable(e) or self.limits.max_retries == 0:
+                raise
+            data = await self._retry(attempt_once, first_wait=self._first_wait(e))
+        return data, state["attempts"], time.monotonic() - start
+
+    def _asked_wait(self, exc: BaseException) -> float | None:
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+        asked = retry_after(headers) if isinstance(exc, openai.APIStatusError) else None
+        if asked is None:
+            return None
+        asked = min(asked, self.limits.max_backoff_s)
+        self.limiter.pause(asked)  # the server asked everyone to wait, not just this request
+        return asked
+
+    def _first_wait(self, exc: BaseException) -> float:
+        asked = self._asked_wait(exc)
+        return asked if asked is not None else wait_exponential_jitter(initial=0.25, max=self.limits.max_backoff_s, jitter=0.5)(_FakeState(1))
+
+    async def _retry(self, attempt_once, first_wait: float) -> dict[str, Any]:
+        """Retries 2..max_retries+1 with tenacity: exponential backoff with jitter, or the server's
+        Retry-After / x-ratelimit-reset-* when it sent one."""
+        await asyncio.sleep(first_wait)
+
+        def _wait(rs) -> float:
+            asked = self._asked_wait(rs.outcome.exception())
             if asked is not None:
-                self.limiter.pause(min(asked, self.limits.max_backoff_s))
-                return min(asked, self.limits.max_backoff_s)
-            return wait_exponential_jitter(initial=0.25, max=self.limits.max_backoff_s, jitter=0.5)(state)
+                return asked
+            return wait_exponential_jitter(initial=0.25, max=self.limits.max_backoff_s, jitter=0.5)(_FakeState(rs.attempt_number + 1))
 
         async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(self.limits.max_retries + 1),
+            stop=stop_after_attempt(self.limits.max_retries),
             wait=_wait,
             retry=retry_if_exception(_is_retryable),
             reraise=True,
         ):
             with attempt:
-                attempts += 1
-                self.stats.failed_attempts += 1  # taken back below once an answer parses
-                if attempts > 1:
-                    self.stats.retries += 1
-                reserved = self._estimate_tokens(messages, n)
-                await self.limiter.acquire(reserved)
-                self.stats.requests += 1
-                content, headers = await self.transport.post(body)
-                try:
-                    data = json.loads(content)
-                except ValueError:
-                    self.limiter.refund(reserved)
-                    raise MalformedResponse("the server sent a body that is not JSON") from None
-                if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-                    self.limiter.refund(reserved)
-                    raise MalformedResponse("the server sent JSON without choices")
-                self.stats.failed_attempts -= 1
-                self.limiter.observe(headers)
-                used = (data.get("usage") or {}).get("total_tokens")
-                self.limiter.refund(max(0, reserved - used) if isinstance(used, int) else 0)
-        return data, attempts, time.monotonic() - start
+                data = await attempt_once()
+        return data
 
     # -- one job: a prompt and the sample indices it still lacks ---------------------------------
 
@@ -217,6 +275,8 @@ class Sampler:
         ptoks = _shares([1] * len(splits), usage.prompt_tokens)
         cached = _shares([1] * len(splits), usage.cached_tokens)
         now = time.time()
+        row_json, messages_json = job.stored_json()
+        params_json = self._params_json
         out = []
         for i, (choice, msg, sp) in enumerate(zip(choices, messages, splits)):
             idx = indices[i]
@@ -229,8 +289,8 @@ class Sampler:
                     "source": self.m.source.path,
                     "problem": job.problem.problem,
                     "gold": job.problem.gold,
-                    "row_json": json.dumps(job.problem.row, ensure_ascii=False, default=str),
-                    "messages_json": json.dumps(job.messages, ensure_ascii=False),
+                    "row_json": row_json,
+                    "messages_json": messages_json,
                     "cot": sp.cot,
                     "completion": sp.completion,
                     "cot_source": sp.cot_source,
@@ -243,7 +303,7 @@ class Sampler:
                     "cost_usd": None if cost is None else cost * (weights[i] / sum(weights)),
                     "model": data.get("model") or self.t.model,
                     "endpoint": self.endpoint,
-                    "params_json": json.dumps(self.params, sort_keys=True),
+                    "params_json": params_json,
                     "request_id": data.get("id"),
                     "attempts": attempts,
                     "latency_s": latency,
@@ -338,9 +398,11 @@ class Sampler:
                 finally:
                     self.stats.in_flight -= 1
 
+        t0 = time.monotonic()
         try:
             await asyncio.gather(*(worker() for _ in range(min(self.limits.concurrency, max(1, len(jobs))))))
         finally:
+            self.stats.sampling_s = time.monotonic() - t0
             await self.transport.close()
         if self._fatal is not None:
             raise self._fatal

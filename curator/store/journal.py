@@ -10,6 +10,15 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+try:
+    from orjson import dumps as _orjson_dumps
+
+    def _line(record: dict[str, Any]) -> bytes:
+        return _orjson_dumps(record) + b"\n"
+except ImportError:  # pragma: no cover
+    def _line(record: dict[str, Any]) -> bytes:
+        return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
 
 class Journal:
     def __init__(self, path: Path):
@@ -21,7 +30,7 @@ class Journal:
     def append(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
-        data = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records).encode("utf-8")
+        data = b"".join(_line(r) for r in records)
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
