@@ -24,32 +24,15 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from curator.filters.answers import last_boxed
+
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
 # --------------------------------------------------------------------------------------------
 # Per-sample features
 # --------------------------------------------------------------------------------------------
 
-_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def last_boxed(text: str | None) -> str | None:
-    """The content of the last \\boxed{...} (nested braces kept), or None."""
-    if not text:
-        return None
-    matches = list(_BOXED.finditer(text))
-    if not matches:
-        return None
-    start = matches[-1].end()
-    depth = 1
-    for i in range(start, len(text)):
-        c = text[i]
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start:i]
-    return None
 
 
 def _norm(answer: str | None) -> str | None:
