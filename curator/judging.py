@@ -123,29 +123,67 @@ def accepted_count(verdict_dir: Path, steps: int) -> int:
         con.close()
 
 
+def _earlier_ok(files: list[str], step: int) -> pl.DataFrame:
+    """key -> whether every earlier step accepted it (from the verdict files written so far)."""
+    import duckdb
+
+    if not files:
+        return pl.DataFrame(schema={"key": pl.String, "ok": pl.Boolean})
+    con = duckdb.connect()
+    try:
+        return con.sql(
+            "SELECT key, bool_and(passed) AS ok FROM read_parquet($files) WHERE step < $step GROUP BY key",
+            params={"files": files, "step": step},
+        ).pl()
+    finally:
+        con.close()
+
+
+def _stream(out_dir: Path, columns: list[str], earlier: pl.DataFrame, batch: int):
+    """Stored samples in batches with only `columns` + prior_passed, each key once."""
+    from curator.store.journal import read_journal
+
+    seen: set[str] = set()
+
+    def with_prior(df: pl.DataFrame) -> pl.DataFrame:
+        df = df.filter(~pl.col("key").is_in(list(seen)))
+        seen.update(df["key"].to_list())
+        return df.join(earlier, on="key", how="left", maintain_order="left").with_columns(
+            pl.col("ok").fill_null(True).alias("prior_passed")
+        ).drop("ok")
+
+    for path in shard_paths(out_dir):
+        for part in pl.read_parquet(path, columns=columns).iter_slices(batch):
+            yield with_prior(part)
+    rows = [r for p in journal_paths(out_dir) for r in read_journal(p)]
+    if rows:
+        yield with_prior(frame_from_records(rows).select(columns))
+
+
 def run_dataset_steps(out_dir: Path, chain: Chain, writer: VerdictWriter) -> None:
     steps = chain.dataset_steps()
     if not steps:
         return
-    df = read_samples(out_dir)
-    if df.height == 0:
-        return
-    import duckdb
-
-    files = [str(p) for p in writer.dir.glob("*.parquet")]
+    df = None
     for step in steps:
-        prior = pl.Series("prior_passed", [True] * df.height)
-        if files:
-            con = duckdb.connect()
-            earlier = con.sql(
-                "SELECT key, bool_and(passed) AS ok FROM read_parquet($files) WHERE step < $step GROUP BY key",
-                params={"files": files, "step": step.index},
-            ).pl()
-            con.close()
-            prior = df.select("key").join(earlier, on="key", how="left", maintain_order="left")["ok"].fill_null(True)
-        frames = apply_steps([step], df, prior)
-        writer.replace_step(step, frames[0])
         files = [str(p) for p in writer.dir.glob("*.parquet")]
+        earlier = _earlier_ok(files, step.index)
+        if hasattr(step.filter, "apply_stream"):
+            # Streamed over the shards: a million traces never sit in memory at once.
+            cols = list(dict.fromkeys(["key", *step.filter.columns()]))
+            frame = step.filter.apply_stream(lambda: _stream(out_dir, cols, earlier, 20_000))
+            frame = frame.select(
+                "key", pl.lit(step.index, dtype=pl.Int32).alias("step"), pl.lit(step.name).alias("filter"), "passed", "reason", "details"
+            )
+        else:
+            if df is None:
+                df = read_samples(out_dir)
+            if df.height == 0:
+                return
+            prior = df.select("key").join(earlier, on="key", how="left", maintain_order="left")["ok"].fill_null(True)
+            frame = apply_steps([step], df, prior)[0]
+        if frame.height:
+            writer.replace_step(step, frame)
 
 
 def run_chain(out_dir: Path, chain: Chain) -> dict[str, int]:

@@ -51,21 +51,41 @@ class NearDup(Filter):
                 raise ValueError(f"bands x rows = {self.bands * self.rows} > num_perm {self.num_perm}")
             return self
 
+    def _scope(self) -> bool:
+        p = self.params
+        return p.scope_by_prompt if p.scope_by_prompt is not None else p.field == "problem"
+
+    def columns(self) -> list[str]:
+        """The sample columns this filter reads (the chain streams only these over the shards)."""
+        return needed_columns(self.params.field, self._scope())
+
     def apply(self, df: pl.DataFrame) -> pl.DataFrame:
         p = self.params
-        scope = p.scope_by_prompt if p.scope_by_prompt is not None else p.field == "problem"
         missing = [c for c in ["key", *p.field.split("+")] if c not in df.columns]
         if missing:
             raise ValueError(f"near_dup: no column {missing[0]!r} in samples (field {p.field!r})")
-        cols = [c for c in needed_columns(p.field, scope) + ["prior_passed"] if c in df.columns]
-        frame = df.select(cols)
-        # Signatures in the shared process pool when the frame is big enough to pay for it.
-        pool = self.ctx.pool() if self.ctx.workers > 1 and df.height >= 4000 else None
+        cols = [c for c in self.columns() + ["prior_passed"] if c in df.columns]
+        return self.apply_stream(lambda: df.select(cols).iter_slices(p.batch_size), rows_hint=df.height)
+
+    def apply_stream(self, batches, rows_hint: int = 0) -> pl.DataFrame:
+        """Verdicts over batches read one at a time (columns of `columns()` + prior_passed), so
+        deduplicating all shards holds a batch, the signatures' tables and the keys, never every
+        trace at once."""
+        p = self.params
+        keys: list[str] = []
+
+        def tap():
+            for b in batches():
+                keys.extend(b["key"].to_list())
+                yield b
+
+        # Signatures in the shared process pool when there is enough to pay for it.
+        pool = self.ctx.pool() if self.ctx.workers > 1 and rows_hint >= 4000 else None
         out_dir = self.ctx.output_dir
         tmp_parent = out_dir if out_dir is not None and out_dir.is_dir() else None
         with tempfile.TemporaryDirectory(prefix=".neardup-", dir=tmp_parent) as work:
             res = dedup_batches(
-                frame.iter_slices(p.batch_size),
+                tap(),
                 p.field,
                 ngram=p.ngram,
                 num_perm=p.num_perm,
@@ -73,14 +93,13 @@ class NearDup(Filter):
                 bands=(p.bands, p.rows) if p.bands else None,
                 seed=p.seed,
                 verify=p.verify,
-                scope_by_prompt=scope,
+                scope_by_prompt=self._scope(),
                 workdir=work,
                 pool=pool,
-                task_docs=max(500, min(4000, df.height // (2 * max(1, self.ctx.workers)) or 1)),
+                task_docs=max(500, min(4000, rows_hint // (2 * max(1, self.ctx.workers)) or 1)),
                 duckdb_threads=max(1, self.ctx.workers),
             )
         self.stats = res.stats
         det = res.details()
-        keys = df["key"].to_list()
         passed = [k not in det for k in keys]
         return verdicts(keys, passed, [None if ok else "near_duplicate" for ok in passed], [det.get(k) for k in keys])
