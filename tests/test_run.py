@@ -224,11 +224,19 @@ def test_bad_inputs_leave_stored_data_untouched(tmp_path, server):
         "placeholder": (m.read_text().replace("{{ question }}", "{{ qestion }}"), "placeholder {{ qestion }} has no column"),
         "missing file": (m.read_text().replace("path: problems.jsonl", "path: nope.jsonl"), "nope.jsonl: source file not found"),
     }
+    # Bad source files: empty, duplicate ids, not UTF-8 (each its own file, the manifest points at it)
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "dups.jsonl").write_text('{"id": "a", "question": "q1", "answer": "1"}\n{"id": "a", "question": "q2", "answer": "2"}\n')
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"id": "a", "question": "caf\xe9", "answer": "1"}\n')
+    for name, message in (("empty.jsonl", "the dataset is empty"), ("dups.jsonl", "duplicate id 'a'"), ("latin1.jsonl", "line 1: not UTF-8")):
+        bad[name] = (m.read_text().replace("path: problems.jsonl", f"path: {name}"), message)
+    bad["bad yaml"] = ("name: [unclosed\n", "invalid YAML")
     for what, (text, message) in bad.items():
         m2 = tmp_path / "bad.yaml"
         m2.write_text(text)
         r = cli("run", m2, "--no-progress")
         assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, (what, r.stderr)
+        assert len([l for l in r.stderr.splitlines() if l.strip()]) <= 2, (what, r.stderr)
     assert {p: p.read_bytes() for p in (out / "shards").glob("*.parquet")} == snapshot
 
 
