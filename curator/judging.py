@@ -141,23 +141,10 @@ def _earlier_ok(files: list[str], step: int) -> pl.DataFrame:
 
 def _stream(out_dir: Path, columns: list[str], earlier: pl.DataFrame, batch: int):
     """Stored samples in batches with only `columns` + prior_passed, each key once."""
-    from curator.store.journal import read_journal
-
-    seen: set[str] = set()
-
-    def with_prior(df: pl.DataFrame) -> pl.DataFrame:
-        df = df.filter(~pl.col("key").is_in(list(seen)))
-        seen.update(df["key"].to_list())
-        return df.join(earlier, on="key", how="left", maintain_order="left").with_columns(
+    for part in iter_samples(out_dir, batch, columns):
+        yield part.join(earlier, on="key", how="left", maintain_order="left").with_columns(
             pl.col("ok").fill_null(True).alias("prior_passed")
         ).drop("ok")
-
-    for path in shard_paths(out_dir):
-        for part in pl.read_parquet(path, columns=columns).iter_slices(batch):
-            yield with_prior(part)
-    rows = [r for p in journal_paths(out_dir) for r in read_journal(p)]
-    if rows:
-        yield with_prior(frame_from_records(rows).select(columns))
 
 
 def run_dataset_steps(out_dir: Path, chain: Chain, writer: VerdictWriter) -> None:
@@ -186,16 +173,34 @@ def run_dataset_steps(out_dir: Path, chain: Chain, writer: VerdictWriter) -> Non
             writer.replace_step(step, frame)
 
 
+def iter_samples(out_dir: Path, batch: int = 5_000, columns: list[str] | None = None):
+    """Stored samples in batches, each key once, one shard at a time (never all in memory)."""
+    from curator.store.journal import read_journal
+
+    cols = columns or list(_POLARS_SCHEMA)
+    seen: set[str] = set()
+    for path in shard_paths(out_dir):
+        shard = pl.read_parquet(path, columns=cols).cast({c: _POLARS_SCHEMA[c] for c in cols})
+        keys = shard["key"].to_list()
+        again = seen.intersection(keys)  # only after a crash recovery re-wrote a journal
+        if again:
+            shard = shard.filter(~pl.col("key").is_in(list(again)))
+        seen.update(keys)
+        yield from shard.iter_slices(batch)
+    rows = [r for p in journal_paths(out_dir) for r in read_journal(p) if r["key"] not in seen]
+    if rows:
+        yield frame_from_records(rows).select(cols)
+
+
 def run_chain(out_dir: Path, chain: Chain) -> dict[str, int]:
     """Re-judge everything stored with `chain`, replacing the verdicts atomically at the end."""
     writer = VerdictWriter(out_dir, chain, replace=True)
-    df = read_samples(out_dir)
     steps = chain.sample_steps()
-    batch = 5_000
-    for start in range(0, df.height, batch):
-        part = df.slice(start, batch)
+    n = 0
+    for part in iter_samples(out_dir):
+        n += part.height
         if steps:
             writer.write(apply_steps(steps, part), "batch")
     run_dataset_steps(out_dir, chain, writer)
     writer.finish()
-    return {"samples": df.height}
+    return {"samples": n}
