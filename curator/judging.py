@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from curator.filters.chain import Chain, VerdictWriter, apply_steps
 from curator.records import SAMPLE_SCHEMA
@@ -180,13 +181,16 @@ def iter_samples(out_dir: Path, batch: int = 5_000, columns: list[str] | None = 
     cols = columns or list(_POLARS_SCHEMA)
     seen: set[str] = set()
     for path in shard_paths(out_dir):
-        shard = pl.read_parquet(path, columns=cols).cast({c: _POLARS_SCHEMA[c] for c in cols})
-        keys = shard["key"].to_list()
-        again = seen.intersection(keys)  # only after a crash recovery re-wrote a journal
-        if again:
-            shard = shard.filter(~pl.col("key").is_in(list(again)))
+        pf = pq.ParquetFile(path)
+        keys = pf.read(columns=["key"]).column("key").to_pylist()
+        again = list(seen.intersection(keys))  # only after a crash recovery re-wrote a journal
         seen.update(keys)
-        yield from shard.iter_slices(batch)
+        # Record batches, not the whole shard: 20k traces of 6k tokens would be ~0.5 GB at once.
+        for rb in pf.iter_batches(batch_size=batch, columns=cols):
+            part = pl.from_arrow(rb).cast({c: _POLARS_SCHEMA[c] for c in cols})
+            part = part.filter(~pl.col("key").is_in(again)) if again else part
+            if part.height:
+                yield part
     rows = [r for p in journal_paths(out_dir) for r in read_journal(p) if r["key"] not in seen]
     if rows:
         yield frame_from_records(rows).select(cols)

@@ -110,3 +110,24 @@ def test_ready_chains_load():
     for name in ("r1-math", "code", "no-gold"):
         chain = load_chain(str(ROOT / "filters" / f"{name}.yaml"), FilterContext(base_dir=ROOT))
         assert chain.steps, name
+
+
+def test_rejudge_streams_shards_and_counts_each_key_once(tmp_path):
+    """A key that a crash left in two shards is judged once; journals not yet compacted count too."""
+    from curator.judging import run_chain
+    from curator.records import SAMPLE_SCHEMA
+    from curator.store.sample_store import SampleStore
+    from curator.store.shards import records_to_table, write_atomic
+
+    def rec(i):
+        return {"key": f"k{i}", "prompt_id": str(i), "sample_index": 0, "problem": "p", "cot": "c" * 10,
+                "completion": "\\boxed{1}", "finish_reason": "stop", "messages_json": "[]", "seq": i}
+
+    s = SampleStore(tmp_path, shard_rows=3)
+    s.append([rec(i) for i in range(6)])  # two shards of 3
+    write_atomic(records_to_table([rec(1), rec(4)], SAMPLE_SCHEMA), tmp_path / "shards" / "shard-zz-dup.parquet")
+    s.append([rec(6)])  # stays in the journal
+    chain = load_chain({"name": "f", "steps": ["format"]}, FilterContext(base_dir=tmp_path))
+    assert run_chain(tmp_path, chain) == {"samples": 7}
+    s.close()
+    assert query(tmp_path, "SELECT count(*), count(DISTINCT key) FROM verdicts") == [(7, 7)]

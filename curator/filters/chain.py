@@ -130,7 +130,7 @@ def _check(step: Step, df: pl.DataFrame, out: pl.DataFrame) -> pl.DataFrame:
 
 def apply_steps(steps: Iterable[Step], df: pl.DataFrame, prior: pl.Series | None = None) -> list[pl.DataFrame]:
     """Run steps in order over one frame; returns one verdict frame per step."""
-    prior_passed = prior if prior is not None else pl.Series("prior_passed", [True] * df.height)
+    prior_passed = prior if prior is not None else pl.Series("prior_passed", [True] * df.height, dtype=pl.Boolean)
     out = []
     for step in steps:
         frame = df.with_columns(prior_passed.alias("prior_passed"))
