@@ -10,7 +10,7 @@ import platform
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -366,4 +366,4 @@ def status(out_dir: Path) -> dict[str, Any]:
     return info
 
 
-__all__ = ["run_manifest", "resume", "status", "RunError", "ManifestError", "RunResult", "asdict"]
+__all__ = ["run_manifest", "resume", "status", "RunError", "ManifestError", "RunResult"]

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT, cli, write_manifest, write_problems
 from curator.config import load_manifest
-from curator.run import RunError, resume, run_manifest
+from curator.run import run_manifest
 
 
 HTTP = pytest.mark.parametrize("http", ["openai", "aiohttp"])  # both transports, same behaviour
