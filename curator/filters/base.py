@@ -74,6 +74,11 @@ class Filter:
         """Release worker processes or clients; the chain calls it when a run or re-judge ends."""
 
 
+def column(df: pl.DataFrame, name: str, default: Any = None) -> list[Any]:
+    """A column as a list, or `default` for every row when the frame lacks it."""
+    return df[name].to_list() if name in df.columns else [default] * df.height
+
+
 def verdicts(keys: list[str], passed: list[bool], reasons: list[str | None], details: list[Any]) -> pl.DataFrame:
     """Build a verdict frame; details may be dicts (serialised to JSON) or None."""
     return pl.DataFrame(

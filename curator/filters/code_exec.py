@@ -16,6 +16,8 @@ Details: {passed, total, pass_rate, status, error?}.
 
 from __future__ import annotations
 
+from functools import partial
+
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +26,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field
 
-from curator.filters.base import Filter, FilterParams, register, verdicts
+from curator.filters.base import Filter, FilterParams, column, register, verdicts
 from curator.sandbox import SandboxResult, run_python
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.#-]*)[^\n]*\n(.*?)```", re.DOTALL)
@@ -106,7 +108,7 @@ class CodeExec(Filter):
         p: CodeExec.Params = self.params  # type: ignore[assignment]
         n = df.height
         keys = df["key"].to_list()
-        col = lambda c: df[c].to_list() if c in df.columns else [None] * n  # noqa: E731
+        col = partial(column, df)
         comps, cots, rows_json = col("completion"), col("cot"), col("row_json")
         prior = df["prior_passed"].to_list() if "prior_passed" in df.columns else [True] * n
 

@@ -17,6 +17,8 @@ Checks, in the order that picks the reported reason (details list every failed c
 
 from __future__ import annotations
 
+from functools import partial
+
 import re
 from typing import Literal
 
@@ -24,7 +26,7 @@ import polars as pl
 from pydantic import Field
 
 from curator.filters.answers import last_boxed
-from curator.filters.base import Filter, FilterParams, register, verdicts
+from curator.filters.base import Filter, FilterParams, column, register, verdicts
 
 OPEN = "<think>"
 CLOSE = "</think>"
@@ -73,8 +75,7 @@ class FormatFilter(Filter):
 
     def apply(self, df: pl.DataFrame) -> pl.DataFrame:
         p: FormatParams = self.params
-        n = df.height
-        col = lambda c: df[c].to_list() if c in df.columns else [None] * n  # noqa: E731
+        col = partial(column, df)
         keys = df["key"].to_list()
         passed, reasons, details = [], [], []
         for raw, cot, comp, src, fin, msgs in zip(

@@ -14,6 +14,8 @@ Rows that carry a gold answer pass untouched when `skip_with_gold` (the answer f
 
 from __future__ import annotations
 
+from functools import partial
+
 import re
 from collections import Counter
 from fractions import Fraction
@@ -22,7 +24,7 @@ import polars as pl
 from pydantic import Field
 
 from curator.filters.answers import final_answer, last_number, normalize_text
-from curator.filters.base import Filter, FilterParams, register, verdicts
+from curator.filters.base import Filter, FilterParams, column, register, verdicts
 
 _TRUNCATED = {"length", "max_tokens", "max_output_tokens"}
 _SPACING = re.compile(r"\\[,;:! ]|\\(?:left|right|displaystyle)(?![A-Za-z])|\\q?quad(?![A-Za-z])")
@@ -103,8 +105,7 @@ class MajorityVoteFilter(Filter):
 
     def apply(self, df: pl.DataFrame) -> pl.DataFrame:
         p: MajorityParams = self.params
-        n = df.height
-        col = lambda c, d=None: df[c].to_list() if c in df.columns else [d] * n  # noqa: E731
+        col = partial(column, df)
         keys, pids, comps = col("key"), col("prompt_id"), col("completion")
         golds, fins, prior = col("gold"), col("finish_reason"), col("prior_passed", True)
 
