@@ -19,7 +19,7 @@ import json
 import math
 import re
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import polars as pl
 from pydantic import Field, field_validator, model_validator
@@ -33,15 +33,26 @@ from curator.filters.answers import (
     numbers,
     parse_number,
 )
-from curator.filters.base import Filter, FilterParams, register, verdicts
+from curator.filters.base import Filter, FilterParams, column, register, verdicts
 
 
-def _column(df: pl.DataFrame, name: str) -> list[Any]:
-    return df[name].to_list() if name in df.columns else [None] * df.height
+Judged = tuple[bool, str | None, dict[str, Any] | None]
 
 
-def _missing(gold: Any) -> bool:
-    return gold is None or not str(gold).strip()
+def judge_rows(df: pl.DataFrame, field: str, missing_gold: str, judge: Callable[[str, Any, Any], Judged]) -> pl.DataFrame:
+    """The loop the gold-answer filters share: a row without gold passes or fails by
+    `missing_gold`; every other row is `judge(gold, text, row_json)`."""
+    passed, reasons, details = [], [], []
+    for gold, text, row in zip(column(df, "gold"), column(df, field), column(df, "row_json")):
+        if gold is None or not str(gold).strip():
+            ok = missing_gold == "accept"
+            verdict: Judged = (ok, None if ok else "no_gold", {"gold": None} if ok else None)
+        else:
+            verdict = judge(str(gold), text, row)
+        passed.append(verdict[0])
+        reasons.append(verdict[1])
+        details.append(verdict[2])
+    return verdicts(df["key"].to_list(), passed, reasons, details)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,21 +90,11 @@ class NumericAnswer(Filter):
 
     def apply(self, df: pl.DataFrame) -> pl.DataFrame:
         p: NumericAnswer.Params = self.params  # type: ignore[assignment]
-        keys = df["key"].to_list()
-        passed, reasons, details = [], [], []
-        for gold, text in zip(_column(df, "gold"), _column(df, p.field)):
-            if _missing(gold):
-                ok = p.missing_gold == "accept"
-                passed.append(ok)
-                reasons.append(None if ok else "no_gold")
-                details.append({"gold": None} if ok else None)
-                continue
-            g = parse_number(gold_answer(str(gold)))
+
+        def judge(gold: str, text: str | None, _row: Any) -> Judged:
+            g = parse_number(gold_answer(gold))
             if g is None:
-                passed.append(False)
-                reasons.append("bad_gold")
-                details.append({"gold": str(gold)[:200]})
-                continue
+                return False, "bad_gold", {"gold": gold[:200]}
             ans = final_answer(text or "")
             pred = parse_number(ans) if ans else None
             if pred is None:
@@ -101,19 +102,15 @@ class NumericAnswer(Filter):
                 ns = numbers(text or "")
                 pred = ns[-1] if ns else None
             if pred is None:
-                passed.append(False)
-                reasons.append("no_answer")
-                details.append({"gold": _fmt(g.value), "extracted": (ans or "")[:200]})
-                continue
+                return False, "no_answer", {"gold": _fmt(g.value), "extracted": (ans or "")[:200]}
             ok = any(
                 numbers_close(a, b, p.rel_tol, p.abs_tol)
                 for a in _candidates(g, p.percent_as_fraction)
                 for b in _candidates(pred, p.percent_as_fraction)
             )
-            passed.append(ok)
-            reasons.append(None if ok else "wrong_answer")
-            details.append({"gold": _fmt(g.value), "pred": _fmt(pred.value), "extracted": pred.text[:200]})
-        return verdicts(keys, passed, reasons, details)
+            return ok, None if ok else "wrong_answer", {"gold": _fmt(g.value), "pred": _fmt(pred.value), "extracted": pred.text[:200]}
+
+        return judge_rows(df, p.field, p.missing_gold, judge)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,22 +181,12 @@ class ChoiceAnswer(Filter):
 
     def apply(self, df: pl.DataFrame) -> pl.DataFrame:
         p: ChoiceAnswer.Params = self.params  # type: ignore[assignment]
-        keys = df["key"].to_list()
-        passed, reasons, details = [], [], []
-        for gold, text, row in zip(_column(df, "gold"), _column(df, "completion"), _column(df, "row_json")):
-            if _missing(gold):
-                ok = p.missing_gold == "accept"
-                passed.append(ok)
-                reasons.append(None if ok else "no_gold")
-                details.append({"gold": None} if ok else None)
-                continue
+
+        def judge(gold: str, text: str | None, row: Any) -> Judged:
             choices = row_choices(row, p.letters)
-            g = gold_letter(str(gold), choices, p.letters, p.index_base)
+            g = gold_letter(gold, choices, p.letters, p.index_base)
             if g is None:
-                passed.append(False)
-                reasons.append("bad_gold")
-                details.append({"gold": str(gold)[:200], "choices": len(choices)})
-                continue
+                return False, "bad_gold", {"gold": gold[:200], "choices": len(choices)}
             pred = choice_letter(text or "", p.letters)
             extracted = pred
             if p.match_option_text and choices:
@@ -212,15 +199,11 @@ class ChoiceAnswer(Filter):
                             pred, extracted = letter, ans
                             break
             if pred is None:
-                passed.append(False)
-                reasons.append("no_answer")
-                details.append({"gold": g, "extracted": None})
-                continue
+                return False, "no_answer", {"gold": g, "extracted": None}
             ok = pred == g
-            passed.append(ok)
-            reasons.append(None if ok else "wrong_answer")
-            details.append({"gold": g, "pred": pred, "extracted": extracted[:200] if extracted else None})
-        return verdicts(keys, passed, reasons, details)
+            return ok, None if ok else "wrong_answer", {"gold": g, "pred": pred, "extracted": extracted[:200] if extracted else None}
+
+        return judge_rows(df, "completion", p.missing_gold, judge)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,31 +267,16 @@ class ExactAnswer(Filter):
         flags = re.IGNORECASE if p.ignore_case else 0
         rx = re.compile(p.pattern, flags | re.MULTILINE) if p.pattern else None
         grx = re.compile(p.gold_pattern, flags | re.MULTILINE) if p.gold_pattern else None
-        keys = df["key"].to_list()
-        passed, reasons, details = [], [], []
-        for gold, text in zip(_column(df, "gold"), _column(df, "completion")):
-            if _missing(gold):
-                ok = p.missing_gold == "accept"
-                passed.append(ok)
-                reasons.append(None if ok else "no_gold")
-                details.append({"gold": None} if ok else None)
-                continue
-            g = self._extract(grx, str(gold), lambda s: gold_answer(s) or s) if grx else (gold_answer(str(gold)) or str(gold))
+
+        def judge(gold: str, text: str | None, _row: Any) -> Judged:
+            g = self._extract(grx, gold, lambda s: gold_answer(s) or s) if grx else (gold_answer(gold) or gold)
             if g is None:
-                passed.append(False)
-                reasons.append("bad_gold")
-                details.append({"gold": str(gold)[:200]})
-                continue
-            t = text or ""
-            ans = self._extract(rx, t, lambda s: final_answer(s) or (s.strip() or None))
+                return False, "bad_gold", {"gold": gold[:200]}
+            ans = self._extract(rx, text or "", lambda s: final_answer(s) or (s.strip() or None))
             if ans is None or not str(ans).strip():
-                passed.append(False)
-                reasons.append("no_answer")
-                details.append({"gold": g[:200], "extracted": None})
-                continue
+                return False, "no_answer", {"gold": g[:200], "extracted": None}
             ok = self._norm(str(ans)) == self._norm(g)
-            passed.append(ok)
-            reasons.append(None if ok else "wrong_answer")
-            details.append({"gold": g[:200], "extracted": str(ans)[:200]})
-        return verdicts(keys, passed, reasons, details)
+            return ok, None if ok else "wrong_answer", {"gold": g[:200], "extracted": str(ans)[:200]}
+
+        return judge_rows(df, "completion", p.missing_gold, judge)
 
