@@ -67,24 +67,13 @@ class IncrementalJudge:
         from curator.store.sample_store import stored_keys
 
         done = self.writer.judged_keys()
-        self.accepted, self.judged = self._count_done(done) if done else (0, 0)
+        sample_steps = [st.index for st in self.steps]
+        self.accepted = accepted_count(self.writer.dir, sample_steps) if done and sample_steps else 0
+        self.judged = len(done)
         missing = stored_keys(self.out_dir) - done
         todo = read_samples(self.out_dir, keys=missing) if missing else pl.DataFrame(schema=_POLARS_SCHEMA)
         for start in range(0, todo.height, 5_000):
             self._judge_frame(todo.slice(start, 5_000))
-
-    def _count_done(self, done: set[str]) -> tuple[int, int]:
-        import duckdb
-
-        files = [str(p) for p in self.writer.dir.glob("*.parquet")]
-        steps = [s.index for s in self.steps]
-        con = duckdb.connect()
-        ok = con.execute(
-            "SELECT count(*) FILTER (WHERE ok) FROM (SELECT key, bool_and(passed) ok FROM read_parquet(?) WHERE list_contains(?, step) GROUP BY key)",
-            [files, steps],
-        ).fetchall()[0][0]
-        con.close()
-        return int(ok), len(done)
 
     def _judge_frame(self, df: pl.DataFrame) -> None:
         if df.height == 0:
@@ -104,21 +93,23 @@ class IncrementalJudge:
         """Run the dataset steps and publish the verdicts; returns the accepted count over all steps."""
         run_dataset_steps(self.out_dir, self.chain, self.writer)
         self.writer.finish()
-        self.accepted = accepted_count(self.writer.dir, len(self.chain.steps))
+        self.accepted = accepted_count(self.writer.dir, [st.index for st in self.chain.steps])
         return self.accepted
 
 
-def accepted_count(verdict_dir: Path, steps: int) -> int:
+def accepted_count(verdict_dir: Path, steps: list[int]) -> int:
+    """Samples that every one of `steps` judged and accepted."""
     import duckdb
 
     files = [str(p) for p in verdict_dir.glob("*.parquet")]
-    if not files or steps == 0:
+    if not files or not steps:
         return 0
     con = duckdb.connect()
     try:
         return con.sql(
-            "SELECT count(*) FROM (SELECT key FROM read_parquet($f) GROUP BY key HAVING bool_and(passed) AND count(DISTINCT step) = $n)",
-            params={"f": files, "n": steps},
+            "SELECT count(*) FROM (SELECT key FROM read_parquet($f) WHERE list_contains($s, step) GROUP BY key"
+            " HAVING bool_and(passed) AND count(DISTINCT step) = len($s))",
+            params={"f": files, "s": steps},
         ).fetchall()[0][0]
     finally:
         con.close()

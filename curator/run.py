@@ -342,28 +342,47 @@ def resume(out_dir: Path, *, progress: bool = True) -> RunResult:
 
 
 def status(out_dir: Path) -> dict[str, Any]:
-    from curator.judging import read_samples
+    """Counts, tokens and cost so far: aggregates in DuckDB over the shards, plus the journal
+    rows a running (or killed) run has not compacted yet; no trace text is loaded."""
+    from curator.store.journal import read_journal
+    from curator.store.sample_store import journal_paths
 
     if not (out_dir / RESOLVED_MANIFEST).exists():
         raise RunError(f"{out_dir}: not a curator output directory (no {RESOLVED_MANIFEST})")
-    df = read_samples(out_dir)
     manifest = load_manifest(out_dir / RESOLVED_MANIFEST)
-    info: dict[str, Any] = {
-        "name": manifest.name,
-        "stored": df.height,
-        "prompts": df["prompt_id"].n_unique() if df.height else 0,
-        "prompt_tokens": int(df["prompt_tokens"].sum() or 0),
-        "completion_tokens": int(df["completion_tokens"].sum() or 0),
-        "cost_usd": None if df["cost_usd"].null_count() else float(df["cost_usd"].sum() or 0.0),
-    }
     con = catalog.connect(out_dir, read_only=True)
     try:
-        row = con.execute("SELECT count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE accepted = false) FROM samples").fetchall()[0]
-        info["accepted"], info["rejected"] = row
-        info["runs"] = [dict(zip([d[0] for d in con.description], r)) for r in con.execute("SELECT run_id, command, status, samples, cost_usd FROM runs ORDER BY started_at").fetchall()]
+        keys, pt, ct, cost, unpriced, acc, rej = con.execute(
+            "SELECT count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), coalesce(sum(cost_usd), 0),"
+            " count(*) FILTER (WHERE cost_usd IS NULL), count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE accepted = false) FROM samples"
+        ).fetchall()[0]
+        prompts = {r[0] for r in con.execute("SELECT DISTINCT prompt_id FROM shards_raw").fetchall()}
+        runs = [dict(zip([d[0] for d in con.description], r)) for r in con.execute("SELECT run_id, command, status, samples, cost_usd FROM runs ORDER BY started_at").fetchall()]
     finally:
         con.close()
-    return info
+    in_shards = keys
+    for path in journal_paths(out_dir):
+        for r in read_journal(path):
+            keys += 1
+            prompts.add(r.get("prompt_id"))
+            pt += r.get("prompt_tokens") or 0
+            ct += r.get("completion_tokens") or 0
+            if r.get("cost_usd") is None:
+                unpriced += 1
+            else:
+                cost += r["cost_usd"]
+    return {
+        "name": manifest.name,
+        "stored": keys,
+        "in_journal": keys - in_shards,
+        "prompts": len(prompts),
+        "prompt_tokens": int(pt),
+        "completion_tokens": int(ct),
+        "cost_usd": None if unpriced else float(cost),
+        "accepted": acc,
+        "rejected": rej,
+        "runs": runs,
+    }
 
 
 __all__ = ["run_manifest", "resume", "status", "RunError", "ManifestError", "RunResult"]
