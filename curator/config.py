@@ -8,6 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from curator.pkgpath import is_pkg, resolve_pkg
+
 
 class ManifestError(Exception):
     """One clear line: what is wrong and where."""
@@ -17,15 +19,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Loader = Literal["gsm8k", "aime", "gpqa", "humaneval"]  # the layouts of curator/benchmarks.py
+
+
 class Source(_Strict):
-    path: str
+    path: str  # a file, a folder of data files, or pkg:PACKAGE/path inside an installed package
     split: str | None = None  # for saved Hugging Face datasets (DatasetDict)
     format: Literal["auto", "jsonl", "json", "parquet", "csv", "hf"] = "auto"
+    # A benchmark's published row layout: the loader sets id, problem, answer (gold) and the
+    # fields its filter reads (choices, tests...), so those three fields are not set with it.
+    loader: Loader | None = None
     id: str | None = None  # column holding a unique id; row number when absent
     problem: str = "problem"
     answer: str | None = None  # gold answer column (optional)
     limit: int | None = Field(default=None, gt=0)
     shuffle_seed: int | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _package_installed(cls, v: str) -> str:
+        if is_pkg(v):
+            resolve_pkg(v)  # a missing package fails at load with the pip command, not mid-run
+        return v
+
+    @model_validator(mode="after")
+    def _loader_owns_columns(self) -> Source:
+        if self.loader:
+            clash = sorted({"id", "problem", "answer"} & self.model_fields_set)
+            if clash:
+                raise ValueError(f"source.{clash[0]} cannot be set with loader {self.loader!r}, which sets id, problem and answer itself")
+        return self
 
 
 class PromptTemplate(_Strict):
@@ -114,6 +137,8 @@ class Manifest(_Strict):
         return v
 
     def resolve(self, p: str | Path) -> Path:
+        if is_pkg(p):
+            return resolve_pkg(str(p))
         path = Path(p).expanduser()
         return path if path.is_absolute() else (self.base_dir / path).resolve()
 

