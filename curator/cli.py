@@ -12,24 +12,44 @@ from rich.console import Console
 
 from curator.config import ManifestError, load_manifest
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Buy chain-of-thought from a teacher, keep what is right and clean, ship it to SFT.")
+# No locals in tracebacks: a frame's locals can hold the API key.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Buy chain-of-thought from a teacher, keep what is right and clean, ship it to SFT.")
 err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    from curator.redact import redact
+
+    # Escaped: "[REDACTED]" or "[Errno 28]" in a message is text, not rich markup.
+    err.print(f"[red]error:[/] {escape(redact(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def _guard(fn):
-    """Expected failures end in one line, never a traceback."""
-    from curator.errors import RunError
+    """Expected failures end in one line, never a traceback; unexpected ones show a traceback with
+    any API key masked (an exception message may quote a server's reply or a request header)."""
+    from curator.errors import RunError, os_error_text
     from curator.store.sample_store import StoreLocked
 
     try:
         return fn()
     except (ManifestError, RunError, StoreLocked, FileNotFoundError) as e:
         _fail(str(e))
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        _fail(f"{where}{os_error_text(e)}")
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        import traceback
+
+        from curator.redact import redact
+
+        err.out(redact("".join(traceback.format_exception(e))).rstrip(), highlight=False)
+        _fail(f"unexpected {type(e).__name__}: {' '.join(str(e).split())[:300]} (traceback above)", 1)
 
 
 @app.command()
@@ -63,10 +83,16 @@ def _summary(result) -> None:
         + (f"; accepted {s.accepted}/{s.judged}" if s.judged else ""),
         highlight=False,
     )
+    from curator.redact import redact
+
     for e in s.errors[:5]:
-        err.print(f"  {e}", highlight=False)
+        err.print(f"  {redact(e)}", highlight=False, markup=False)
+    for notice in s.notices[:5]:
+        err.print(f"  note: {notice}", highlight=False, markup=False)
+    if s.usage_estimated:
+        err.print(f"  note: tokens and cost include local estimates for {s.usage_estimated} samples (the teacher sent no usage)", highlight=False)
     if s.stop_reason:
-        err.print(f"stopped: {s.stop_reason}", highlight=False)
+        err.print(f"stopped: {redact(s.stop_reason)}", highlight=False, markup=False)
     if s.failed:
         _fail(f"{s.failed} prompts failed after retries; `curator resume {result.out_dir}` sends them again", 3)
 
@@ -82,7 +108,9 @@ def status(out: Path, as_json: bool = typer.Option(False, "--json", help="print 
         return
     cost = "unknown" if info["cost_usd"] is None else f"${info['cost_usd']:.4f}"
     print(f"{info['name']}: {info['stored']} samples over {info['prompts']} prompts; accepted {info['accepted']}, rejected {info['rejected']}")
-    print(f"tokens: prompt {info['prompt_tokens']:,}, completion {info['completion_tokens']:,}; cost {cost}")
+    est = info.get("usage_estimated_samples") or 0
+    print(f"tokens: prompt {info['prompt_tokens']:,}, completion {info['completion_tokens']:,}; cost {cost}"
+          + (f" (includes estimated usage of {est} samples: the teacher sent no token counts)" if est else ""))
     for r in info["runs"]:
         print(f"  run {r['run_id']} ({r['command']}): {r['status']}, {r['samples']} samples")
 

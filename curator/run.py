@@ -15,21 +15,24 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import openai
 import yaml
 
 from curator.config import Manifest, ManifestError, load_manifest
 from curator.cost import find_price, warn_unknown
-from curator.errors import RunError
+from curator.errors import RunError, StoreError
 from curator.filters.base import FilterContext
 from curator.filters.chain import Chain, load_chain
 from curator.judging import IncrementalJudge
 from curator.progress import RunProgress
+from curator.redact import redact, register_secret
 from curator.sampler import FatalRequestError, Job, Sampler, Stats, normalise_endpoint, request_params, sample_key
 from curator.sources import fingerprint, load_problems
 from curator.store import catalog
 from curator.store.sample_store import SampleStore
 from curator.templates import Renderer
+from curator.tokencount import load_counter
 
 RESOLVED_MANIFEST = "manifest.resolved.yaml"
 
@@ -50,6 +53,7 @@ def api_key_for(manifest: Manifest) -> str:
     key = os.environ.get(env)
     if not key:
         raise RunError(f"environment variable {env} (teacher.api_key_env) is not set: export it with the teacher's API key")
+    register_secret(key)  # from now on every message and receipt masks it
     return key
 
 
@@ -136,6 +140,8 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
         if manifest.budget.max_usd is not None:
             raise RunError(f"budget.max_usd is set but no price is known for model {manifest.teacher.model!r}: set teacher.price in the manifest")
     chain = load_filter_chain(manifest, out_dir)
+    tokenizer = manifest.teacher.tokenizer
+    counter = load_counter(manifest.resolve(tokenizer)) if tokenizer else None  # a bad file fails now, not mid-run
     preflight(manifest, api_key)
 
     store = SampleStore(out_dir, shard_rows=manifest.store.shard_rows)
@@ -176,8 +182,8 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
         error: BaseException | None = None
         try:
             with display:
-                _run_loop(_sample(manifest, api_key, price, store, stats, jobs, judge, should_stop, hold, display, monitor))
-        except FatalRequestError as e:
+                _run_loop(_sample(manifest, api_key, price, store, stats, jobs, judge, should_stop, hold, display, monitor, counter))
+        except (FatalRequestError, StoreError) as e:
             error = e
         except KeyboardInterrupt:
             stats.stop_reason = "interrupted"
@@ -186,10 +192,15 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
         if judge is not None and error is None:
             stats.accepted = judge.finish()
         complete = error is None and stats.failed == 0 and stats.stop_reason is None
-        receipt = write_receipt(manifest, out_dir, run_id, command, started, stats, source_fp, chain, complete, price is not None)
-        _record_run(store, run_id, manifest.name, command, started, stats, complete, receipt)
+        try:
+            receipt = write_receipt(manifest, out_dir, run_id, command, started, stats, source_fp, chain, complete, price is not None)
+            _record_run(store, run_id, manifest.name, command, started, stats, complete, receipt)
+        except (OSError, RunError, duckdb.Error):
+            if error is None:
+                raise
+            # The full disk that stopped the store takes the receipt too: report the first error.
         if error is not None:
-            raise RunError(str(error)) if not isinstance(error, RunError) else error
+            raise RunError(redact(error)) if not isinstance(error, RunError) else error
         return RunResult(run_id, out_dir, stats, receipt, complete)
     finally:
         if chain is not None:
@@ -236,12 +247,12 @@ async def _drain(queue: asyncio.Queue) -> tuple[list[dict[str, Any]], bool]:
     return [r for batch in items if batch is not None for r in batch], items[-1] is None
 
 
-async def _sample(manifest, api_key, price, store, stats, jobs, judge, should_stop, hold, display, monitor) -> None:
+async def _sample(manifest, api_key, price, store, stats, jobs, judge, should_stop, hold, display, monitor, counter=None) -> None:
     """Requests -> store (journal + fsync, in a thread) -> judge, each stage its own task, so a
     worker never waits for the disk and storing never waits for the filters."""
     to_store: asyncio.Queue = asyncio.Queue()
     to_judge: asyncio.Queue = asyncio.Queue()
-    sampler = Sampler(manifest, api_key, to_store.put_nowait, price, stats, should_stop, hold)
+    sampler = Sampler(manifest, api_key, to_store.put_nowait, price, stats, should_stop, hold, counter=counter, notify=display.warn)
 
     async def storer() -> None:
         while True:
@@ -290,7 +301,7 @@ def write_receipt(manifest, out_dir, run_id, command, started, stats: Stats, sou
         "run_id": run_id,
         "command": command,
         "complete": complete,
-        "stop_reason": stats.stop_reason,
+        "stop_reason": redact(stats.stop_reason) if stats.stop_reason else None,
         "started_at": started,
         "ended_at": time.time(),
         "manifest": manifest.redacted(),
@@ -310,9 +321,12 @@ def write_receipt(manifest, out_dir, run_id, command, started, stats: Stats, sou
             "failed_attempts": stats.failed_attempts,
         },
         "drift_warnings": stats.warnings,
-        "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens},
+        "notices": stats.notices,
+        "window": {"final": stats.window, "lowest": stats.window_lowest, "requeued_timeouts": stats.requeued},
+        # usage_estimated_samples > 0: the token and dollar totals include local estimates (no usage from the server)
+        "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens, "usage_estimated_samples": stats.usage_estimated},
         "cost_usd": stats.cost_usd if (stats.cost_known and price_known) else None,
-        "errors": stats.errors[:50],
+        "errors": [redact(e) for e in stats.errors[:50]],
     }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(receipt, indent=2, default=str))
@@ -352,9 +366,10 @@ def status(out_dir: Path) -> dict[str, Any]:
     manifest = load_manifest(out_dir / RESOLVED_MANIFEST)
     con = catalog.connect(out_dir, read_only=True)
     try:
-        keys, pt, ct, cost, unpriced, acc, rej = con.execute(
+        keys, pt, ct, cost, unpriced, acc, rej, est = con.execute(
             "SELECT count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), coalesce(sum(cost_usd), 0),"
-            " count(*) FILTER (WHERE cost_usd IS NULL), count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE accepted = false) FROM samples"
+            " count(*) FILTER (WHERE cost_usd IS NULL), count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE accepted = false),"
+            " count(*) FILTER (WHERE usage_estimated) FROM samples"
         ).fetchall()[0]
         prompts = {r[0] for r in con.execute("SELECT DISTINCT prompt_id FROM shards_raw").fetchall()}
         runs = [dict(zip([d[0] for d in con.description], r)) for r in con.execute("SELECT run_id, command, status, samples, cost_usd FROM runs ORDER BY started_at").fetchall()]
@@ -367,6 +382,7 @@ def status(out_dir: Path) -> dict[str, Any]:
             prompts.add(r.get("prompt_id"))
             pt += r.get("prompt_tokens") or 0
             ct += r.get("completion_tokens") or 0
+            est += bool(r.get("usage_estimated"))
             if r.get("cost_usd") is None:
                 unpriced += 1
             else:
@@ -379,6 +395,7 @@ def status(out_dir: Path) -> dict[str, Any]:
         "prompt_tokens": int(pt),
         "completion_tokens": int(ct),
         "cost_usd": None if unpriced else float(cost),
+        "usage_estimated_samples": est,  # > 0: the token and cost totals include local estimates
         "accepted": acc,
         "rejected": rej,
         "runs": runs,

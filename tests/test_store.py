@@ -111,3 +111,142 @@ def test_lock_excludes_another_process(tmp_path):
         assert r.returncode != 0 and "another curator process is writing here" in r.stderr
     finally:
         s.close()
+
+
+# --- faults: full disks, damaged files --------------------------------------------------------------
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from curator.errors import StoreError  # noqa: E402
+from curator.store import shards as shards_mod  # noqa: E402
+from curator.store.journal import Journal, scan_journal  # noqa: E402
+
+
+def _abandon(s):
+    """Drop a store as a kill would: no compaction, lock released."""
+    from curator.store import sample_store
+
+    if s._journal is not None:
+        s._journal.close()
+    os.close(s._lock_fd)
+    sample_store._HELD.discard(s._lock_name)
+
+
+def test_journal_on_a_full_disk_keeps_only_whole_lines(tmp_path):
+    d = tmp_path / "small"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+    try:
+        j = Journal(d / "j.jsonl")
+        with pytest.raises(StoreError, match=r"appending to journal .*j\.jsonl failed: No space left on device \(ENOSPC\)"):
+            for i in range(1000):
+                j.append([rec(i, cot="x" * 700)])
+        j.close()
+        scan = scan_journal(d / "j.jsonl")
+        assert not scan.bad_lines and not scan.torn_tail
+        assert len(scan.rows) == j.rows > 0  # every acknowledged row, and nothing half written
+    finally:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def test_shard_larger_than_the_file_size_limit_fails_cleanly(tmp_path):
+    """RLIMIT_FSIZE in a child (SIGXFSZ ignored): a real EFBIG mid-write, no partial file left."""
+    code = f"""
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+from pathlib import Path
+from curator.errors import StoreError
+from curator.records import SAMPLE_SCHEMA
+from curator.store.shards import records_to_table, write_atomic
+rows = [dict(key=f"k{{i}}", cot=__import__("os").urandom(500).hex()) for i in range(100)]
+try:
+    write_atomic(records_to_table(rows, SAMPLE_SCHEMA), Path(sys.argv[1]) / "s.parquet")
+except OSError as e:
+    print("errno", e.errno)
+"""
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "errno 27", r.stdout + r.stderr  # EFBIG
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_store_write_failure_stops_appends_and_keeps_the_journal(tmp_path, monkeypatch):
+    s = SampleStore(tmp_path, shard_rows=3)
+    s.append([rec(0)])
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("curator.store.sample_store.write_atomic", full)
+    with pytest.raises(StoreError, match=r"writing shard .*shards/shard-.*\.parquet failed: No space left on device \(ENOSPC\); free space, then `curator resume"):
+        s.append([rec(1), rec(2)])
+    with pytest.raises(StoreError):
+        s.append([rec(3)])  # nothing more is taken once the store failed
+    s.close()  # releases the lock without touching the journal
+    monkeypatch.undo()
+    assert [r["key"] for r in scan_journal(journal_paths(tmp_path)[0]).rows] == ["k0000", "k0001", "k0002"]
+    s2 = SampleStore(tmp_path)
+    assert s2.recovered == 3 and s2.keys == {"k0000", "k0001", "k0002"}
+    s2.close()
+
+
+def _garble_row_group(path, group: int) -> None:
+    md = pq.read_metadata(path)
+    col = md.row_group(group).column(0)  # `key`: checked on every start (other columns only when read)
+    start = col.dictionary_page_offset + 20  # inside the dictionary page (checksummed)
+    data = bytearray(path.read_bytes())
+    for i in range(start, start + 8):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def test_garbled_shard_is_quarantined_and_its_intact_row_groups_salvaged(tmp_path, monkeypatch):
+    monkeypatch.setattr(shards_mod, "ROW_GROUP_ROWS", 5)
+    s = SampleStore(tmp_path, shard_rows=100)
+    s.append([rec(i, key=f"k{i:04d}-" + "x" * 40 + str(i)) for i in range(20)])
+    s.close()
+    shard = shard_paths(tmp_path)[0]
+    assert pq.read_metadata(shard).num_row_groups == 4
+    lost = set(pq.ParquetFile(shard).read_row_group(2, columns=["key"]).column("key").to_pylist())
+    _garble_row_group(shard, 2)
+    s2 = SampleStore(tmp_path)
+    assert [p.parent.name for p in s2.quarantined] == ["quarantine"] and not shard.exists()
+    assert any("15 rows salvaged" in n for n in s2.notices), s2.notices
+    assert s2.keys == {f"k{i:04d}-" + "x" * 40 + str(i) for i in range(20)} - lost
+    s2.close()
+
+
+def test_truncated_shard_whose_journal_survived_loses_nothing(tmp_path):
+    s = SampleStore(tmp_path, shard_rows=100)
+    s.append([rec(i) for i in range(6)])
+    journal = s._journal.path
+    saved = journal.read_bytes()
+    s.compact()  # the shard is written, then the journal removed...
+    journal.write_bytes(saved)  # ...but a kill came first: both are there
+    shard = shard_paths(tmp_path)[0]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    _abandon(s)
+    s2 = SampleStore(tmp_path)
+    assert s2.recovered == 6 and s2.keys == {f"k{i:04d}" for i in range(6)}
+    assert (tmp_path / "quarantine" / shard.name).exists()
+    s2.close()
+
+
+def test_readers_skip_an_unreadable_verdict_file_and_the_store_quarantines_it(tmp_path, capfd):
+    s = SampleStore(tmp_path)
+    s.append([rec(1)])
+    s.close()
+    bad = tmp_path / "verdicts" / "v-bad.parquet"
+    bad.parent.mkdir()
+    bad.write_bytes(b"PAR1 not really")
+    con = catalog.connect(tmp_path, read_only=True)
+    assert con.execute("SELECT count(*) FROM samples").fetchall()[0][0] == 1
+    con.close()
+    assert f"{bad}: unreadable Parquet file" in capfd.readouterr().err
+    s = SampleStore(tmp_path)
+    assert (tmp_path / "quarantine" / "v-bad.parquet").exists() and not bad.exists()
+    s.close()

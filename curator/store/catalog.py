@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 
 from curator.records import SAMPLE_SCHEMA, VERDICT_SCHEMA
+from curator.store.shards import readable_parquet
 
 CATALOG = "catalog.duckdb"
 
@@ -32,6 +33,10 @@ def _q(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
+def _files(paths: list[Path]) -> str:
+    return "[" + ", ".join(_q(p) for p in paths) + "]"
+
+
 def _chain_steps(out_dir: Path) -> int:
     meta = out_dir / "verdicts" / "chain.json"
     if not meta.exists():
@@ -41,17 +46,22 @@ def _chain_steps(out_dir: Path) -> int:
 
 def refresh_views(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     out_dir = out_dir.resolve()
-    shards = out_dir / "shards"
-    if shards.exists() and any(shards.glob("*.parquet")):
+    hint = f"; `curator resume {out_dir}` moves it to {out_dir / 'quarantine'} and requests its lost rows again"
+    # Explicit file lists, not globs: an unreadable file (cut short by a power loss) is named
+    # once on stderr and left out, instead of failing every query.
+    shards = readable_parquet(out_dir / "shards", hint=hint)
+    if shards:
         # A key appears once even if a crash left it in two shards (recovery re-wrote a journal).
-        raw = f"SELECT * FROM read_parquet({_q(shards / '*.parquet')}, union_by_name=true) QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq) = 1"
+        # The empty select by name: shards written before a column existed still show it (as null).
+        files = f"SELECT * FROM read_parquet({_files(shards)}, union_by_name=true) UNION ALL BY NAME {_empty_select(SAMPLE_SCHEMA)}"
+        raw = f"SELECT * FROM ({files}) QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq) = 1"
     else:
         raw = _empty_select(SAMPLE_SCHEMA)
     con.execute(f"CREATE OR REPLACE VIEW shards_raw AS {raw}")
 
-    vdir = out_dir / "verdicts"
-    if vdir.exists() and any(vdir.glob("*.parquet")):
-        ver = f"SELECT * FROM read_parquet({_q(vdir / '*.parquet')}, union_by_name=true) QUALIFY row_number() OVER (PARTITION BY key, step ORDER BY filename DESC) = 1"
+    vfiles = readable_parquet(out_dir / "verdicts", hint=hint.replace("requests its lost rows again", "judges its samples again"))
+    if vfiles:
+        ver = f"SELECT * FROM read_parquet({_files(vfiles)}, union_by_name=true) QUALIFY row_number() OVER (PARTITION BY key, step ORDER BY filename DESC) = 1"
         ver = f"SELECT * EXCLUDE (filename) FROM ({ver.replace('union_by_name=true', 'union_by_name=true, filename=true')})"
     else:
         ver = _empty_select(VERDICT_SCHEMA)

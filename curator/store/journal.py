@@ -1,14 +1,18 @@
 """Append-only JSONL journal: an answer counts as stored once its line is written and fsynced.
 
 A kill can leave at most a torn last line; `read_journal` skips it (that answer was never
-acknowledged, so it is re-requested on resume)."""
+acknowledged, so it is re-requested on resume). Any other line that does not parse (garbled by a
+disk or a hand edit) is skipped too, and `scan_journal` says which lines those were."""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from curator.errors import store_error
 
 try:
     from orjson import dumps as _orjson_dumps
@@ -23,19 +27,31 @@ except ImportError:  # pragma: no cover
 class Journal:
     def __init__(self, path: Path):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as e:
+            raise store_error("creating journal", path, e, path.parent.parent) from None
         self.rows = 0
 
     def append(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
         data = b"".join(_line(r) for r in records)
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        os.fsync(self._fd)
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+        except OSError as e:
+            # A disk that filled mid-write leaves part of a line; cut it off, or the next append
+            # would glue a good line onto it and that acknowledged answer would no longer parse.
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                pass  # the torn tail has no newline after it only if nothing else gets appended
+            raise store_error("appending to journal", self.path, e, self.path.parent.parent) from None
         self.rows += len(records)
 
     def close(self) -> None:
@@ -44,12 +60,47 @@ class Journal:
             self._fd = -1
 
 
-def read_journal(path: Path) -> Iterator[dict[str, Any]]:
+@dataclass
+class JournalScan:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    bad_lines: list[int] = field(default_factory=list)  # 1-based numbers of complete lines that did not parse
+    torn_tail: bool = False  # a last line without newline: a write cut by a kill, never acknowledged
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    try:
+        r = json.loads(raw)
+    except ValueError:
+        return None
+    return r if isinstance(r, dict) and isinstance(r.get("key"), str) else None
+
+
+def scan_journal(path: Path) -> JournalScan:
+    scan = JournalScan()
     with path.open("rb") as f:
-        for raw in f:
+        for n, raw in enumerate(f, 1):
+            if not raw.endswith(b"\n"):
+                scan.torn_tail = True
+                break
+            r = _parse(raw)
+            if r is None:
+                if raw.strip():
+                    scan.bad_lines.append(n)
+                continue
+            scan.rows.append(r)
+    return scan
+
+
+def read_journal(path: Path) -> Iterator[dict[str, Any]]:
+    """The journal's records; a garbled line is skipped and named on stderr (once per process)."""
+    from curator.store.shards import warn
+
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
             if not raw.endswith(b"\n"):
                 return  # torn write at a kill: never acknowledged
-            try:
-                yield json.loads(raw)
-            except ValueError:
-                continue
+            r = _parse(raw)
+            if r is not None:
+                yield r
+            elif raw.strip():
+                warn(f"{path}: line {n} is garbled (not a JSON record); skipped, `curator resume` requests its answer again")

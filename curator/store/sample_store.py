@@ -6,22 +6,29 @@ Layout of OUT/:
     verdicts/*.parquet     filter verdicts of the current chain (+ chain.json)
     receipts/<run>.json    one receipt per run
     catalog.duckdb         views over the above + the runs table
+    quarantine/            files found unreadable at start (never deleted: paid data); their
+                           readable rows were copied back into a new shard first
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
+from curator.errors import StoreError, store_error
 from curator.records import SAMPLE_SCHEMA
 from curator.store import catalog
-from curator.store.journal import Journal, read_journal
-from curator.store.shards import new_shard_name, records_to_table, remove_partials, write_atomic
+from curator.store.journal import Journal, read_journal, scan_journal
+from curator.store.shards import check_shard, new_shard_name, readable_parquet, records_to_table, remove_partials, salvage_rows, write_atomic
+
+QUARANTINE = "quarantine"
 
 
 class StoreLocked(Exception):
@@ -32,8 +39,8 @@ _HELD: set[str] = set()  # POSIX locks do not exclude the process that holds the
 
 
 def shard_paths(out_dir: Path) -> list[Path]:
-    d = out_dir / "shards"
-    return sorted(d.glob("*.parquet")) if d.exists() else []
+    """The readable shards; an unreadable one is named on stderr and left out (resume quarantines it)."""
+    return readable_parquet(out_dir / "shards", hint=f"; `curator resume {out_dir}` moves it to {out_dir / QUARANTINE} and requests its lost rows again")
 
 
 def journal_paths(out_dir: Path) -> list[Path]:
@@ -72,12 +79,19 @@ class SampleStore:
             os.close(self._lock_fd)
             raise busy from None
         _HELD.add(self._lock_name)
-        remove_partials(out_dir / "shards")
-        remove_partials(out_dir / "verdicts")
-        self.recovered = self._recover()
-        self.keys = stored_keys(out_dir)
-        self.next_seq = self._max_seq() + 1
+        self.notices: list[str] = []  # what start-up repaired, one line each (also on stderr)
+        self.failed: StoreError | None = None  # set once a write failed: the journal is then the only copy
         self._journal: Journal | None = None
+        try:
+            remove_partials(out_dir / "shards")
+            remove_partials(out_dir / "verdicts")
+            self.quarantined = self._quarantine()  # before recovery: a journal may still hold a lost shard's rows
+            self.recovered = self._recover()
+            self.keys = stored_keys(out_dir)
+            self.next_seq = self._max_seq() + 1
+        except BaseException:
+            self._unlock()
+            raise
         self._pending: list[dict[str, Any]] = []  # journaled rows not yet in a shard
         self.new_shards: list[Path] = []
 
@@ -89,8 +103,66 @@ class SampleStore:
                 best = max(best, max(v for v in col.to_pylist() if v is not None))
         return best
 
+    def _notice(self, message: str) -> None:
+        self.notices.append(message)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def _move_to_quarantine(self, path: Path) -> Path:
+        qdir = self.out_dir / QUARANTINE
+        qdir.mkdir(exist_ok=True)
+        dest = qdir / path.name
+        if dest.exists():
+            dest = qdir / f"{path.stem}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}{path.suffix}"
+        os.replace(path, dest)
+        return dest
+
+    def _write_shard(self, rows: list[dict[str, Any]]) -> Path:
+        path = self.out_dir / "shards" / new_shard_name()
+        try:
+            return write_atomic(records_to_table(rows, SAMPLE_SCHEMA), path)
+        except OSError as e:
+            where = f" (its answers stay in {self._journal.path})" if self._journal is not None else ""
+            self.failed = store_error("writing shard", path, e, self.out_dir)
+            self.failed.args = (self.failed.args[0] + where,)
+            raise self.failed from None
+
+    def _quarantine(self) -> list[Path]:
+        """Move unreadable shards and verdict files to OUT/quarantine/, after copying every row
+        that still reads into a new shard. Their other rows are then missing from the stored set,
+        so the run requests them again (a journal not yet removed gives them back for free)."""
+        moved: list[Path] = []
+        shards = self.out_dir / "shards"
+        bad = []
+        for p in sorted(shards.glob("*.parquet")) if shards.exists() else []:
+            problem = check_shard(p, ["key", "seq"])
+            if problem is not None:
+                bad.append((p, problem))
+        good_keys: set[str] = set()
+        if bad:
+            broken = {b for b, _ in bad}
+            for p in sorted(shards.glob("*.parquet")):
+                if p not in broken:
+                    good_keys.update(pq.read_table(p, columns=["key"]).column("key").to_pylist())
+        for p, problem in bad:
+            rows = [r for r in salvage_rows(p) if r.get("key") not in good_keys]
+            if rows:
+                self._write_shard(rows)
+                good_keys.update(r["key"] for r in rows)
+            dest = self._move_to_quarantine(p)
+            moved.append(dest)
+            self._notice(f"{p}: unreadable shard ({problem}); moved to {dest}, {len(rows)} rows salvaged, the rest will be requested again")
+        vdir = self.out_dir / "verdicts"
+        for p in sorted(vdir.glob("*.parquet")) if vdir.exists() else []:
+            problem = check_shard(p, ["key", "step"])
+            if problem is not None:
+                dest = self._move_to_quarantine(p)
+                moved.append(dest)
+                self._notice(f"{p}: unreadable verdict file ({problem}); moved to {dest}; its samples are judged again")
+        return moved
+
     def _recover(self) -> int:
-        """Compact journals left by a killed run; rows already in a shard are dropped."""
+        """Compact journals left by a killed run; rows already in a shard are dropped. A journal with
+        lines that do not parse is kept in quarantine/ instead of removed (its good lines are stored)."""
         leftovers = journal_paths(self.out_dir)
         if not leftovers:
             return 0
@@ -98,18 +170,31 @@ class SampleStore:
         for p in shard_paths(self.out_dir):
             in_shards.update(pq.read_table(p, columns=["key"]).column("key").to_pylist())
         rows: dict[str, dict[str, Any]] = {}
+        garbled: list[tuple[Path, list[int]]] = []
         for p in leftovers:
-            for r in read_journal(p):
+            scan = scan_journal(p)
+            if scan.bad_lines:
+                garbled.append((p, scan.bad_lines))
+            for r in scan.rows:
                 if r["key"] not in in_shards:
                     rows.setdefault(r["key"], r)
         if rows:
-            write_atomic(records_to_table(list(rows.values()), SAMPLE_SCHEMA), self.out_dir / "shards" / new_shard_name())
+            self._write_shard(list(rows.values()))
         for p in leftovers:
-            p.unlink()
+            bad = next((lines for g, lines in garbled if g == p), None)
+            if bad is None:
+                p.unlink()
+                continue
+            dest = self._move_to_quarantine(p)
+            shown = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
+            self._notice(f"{p}: {len(bad)} garbled line(s) ({shown}) skipped; moved to {dest}, their answers will be requested again")
         return len(rows)
 
     def append(self, records: list[dict[str, Any]]) -> None:
-        """Durably store answers (journal + fsync); compact into a shard when the journal is full."""
+        """Durably store answers (journal + fsync); compact into a shard when the journal is full.
+        Raises StoreError (path + OS error) when the disk refuses; nothing of that call counts as stored."""
+        if self.failed is not None:
+            raise self.failed
         fresh = [r for r in records if r["key"] not in self.keys]
         if not fresh:
             return
@@ -125,11 +210,11 @@ class SampleStore:
             self.compact()
 
     def compact(self) -> Path | None:
-        if self._journal is None:
-            return None
+        if self._journal is None or self.failed is not None:
+            return None  # after a failed write the journal stays as it is: the next start compacts it
         path = None
         if self._pending:
-            path = write_atomic(records_to_table(self._pending, SAMPLE_SCHEMA), self.out_dir / "shards" / new_shard_name())
+            path = self._write_shard(self._pending)
             self.new_shards.append(path)
         # The shard is durable before the journal goes: a kill in between leaves both, and
         # recovery drops the journal's rows that the shard already holds.
@@ -140,13 +225,31 @@ class SampleStore:
         return path
 
     def refresh_catalog(self) -> None:
-        con = catalog.connect(self.out_dir)
-        con.close()
+        import duckdb
 
-    def close(self) -> None:
-        self.compact()
-        self.refresh_catalog()
+        path = self.out_dir / catalog.CATALOG
+        try:
+            con = catalog.connect(self.out_dir)
+            con.close()
+        except OSError as e:
+            raise store_error("updating catalog", path, e, self.out_dir) from None
+        except duckdb.IOException as e:
+            raise StoreError(f"updating catalog {path} failed: {' '.join(str(e).split())[:200]}") from None
+
+    def _unlock(self) -> None:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
             _HELD.discard(self._lock_name)
+
+    def close(self) -> None:
+        """Compact and refresh the catalog, and always release the lock, even when the disk is full
+        (the caller is then already reporting the first error; the journal keeps the answers)."""
+        try:
+            if self.failed is None:
+                self.compact()
+                self.refresh_catalog()
+        finally:
+            if self._journal is not None and self.failed is not None:
+                self._journal.close()
+            self._unlock()

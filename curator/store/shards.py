@@ -1,4 +1,8 @@
-"""Immutable zstd Parquet shards, written atomically (temp file, fsync, rename, fsync dir)."""
+"""Immutable zstd Parquet shards, written atomically (temp file, fsync, rename, fsync dir).
+
+A shard that cannot be read (cut short by a power loss, garbled bytes) is never deleted:
+`check_shard` finds it, `salvage_rows` reads the row groups that are still intact, and the store
+moves the file to OUT/quarantine/ (see sample_store)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# Small enough that a damaged shard still gives back most of its rows, big enough for zstd.
+ROW_GROUP_ROWS = 1_000
+
 
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -20,14 +27,38 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_atomic(table: pa.Table, path: Path) -> Path:
+    """Serialise in memory, then write with plain os calls: a full disk or a missing permission
+    surfaces as the OSError with its errno (pyarrow's own file writer reports it as a bare message),
+    and the temp file is removed so no half-written shard is left for a later read to trip over."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf, compression="zstd", row_group_size=ROW_GROUP_ROWS, write_page_checksum=True)
+    data = buf.getvalue()
     tmp = path.parent / f".{path.name}.partial"
-    pq.write_table(table, tmp, compression="zstd", row_group_size=5_000)
-    with tmp.open("rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    fd = -1
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        _write_all(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # the directory itself refuses: remove_partials clears it on the next start
+        raise
     return path
 
 
@@ -50,4 +81,85 @@ def read_column(paths: list[Path], column: str) -> list[Any]:
     out: list[Any] = []
     for p in paths:
         out.extend(pq.read_table(p, columns=[column]).column(column).to_pylist())
+    return out
+
+
+def _problem(e: Exception) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text[:200]
+
+
+_FOOTER_OK: dict[tuple[str, int, int], str | None] = {}
+
+
+def footer_problem(path: Path) -> str | None:
+    """Why the file's Parquet footer cannot be read, or None. Cached by (path, size, mtime): readers
+    call this for every shard on every query, and shards never change once written."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        return _problem(e)
+    sig = (str(path), st.st_size, st.st_mtime_ns)
+    if sig not in _FOOTER_OK:
+        try:
+            pq.read_metadata(path)
+            _FOOTER_OK[sig] = None
+        except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for broken files
+            _FOOTER_OK[sig] = _problem(e)
+    return _FOOTER_OK[sig]
+
+
+def check_shard(path: Path, columns: list[str]) -> str | None:
+    """Why the shard cannot be read (footer, or the given columns of every row group), or None."""
+    problem = footer_problem(path)
+    if problem is not None:
+        return problem
+    try:
+        pq.ParquetFile(path, page_checksum_verification=True).read(columns=columns)
+    except Exception as e:
+        return _problem(e)
+    return None
+
+
+def salvage_rows(path: Path) -> list[dict[str, Any]]:
+    """Every row of the row groups that still read in full (page checksums catch garbled bytes);
+    nothing when the footer is gone, since without it no row group can be located."""
+    try:
+        pf = pq.ParquetFile(path, page_checksum_verification=True)
+    except Exception:
+        return []
+    rows: list[dict[str, Any]] = []
+    for i in range(pf.num_row_groups):
+        try:
+            rows.extend(pf.read_row_group(i).to_pylist())
+        except Exception:
+            continue
+    return rows
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def warn(message: str) -> None:
+    """One line on stderr, once per process (readers call in here on every query)."""
+    import sys
+
+    key = ("msg", message)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def readable_parquet(directory: Path, *, hint: str = "") -> list[Path]:
+    """The `*.parquet` files of a directory whose footer reads, sorted; each one that does not is
+    named on stderr (once) and left out, so status/report/filter work on the rest."""
+    if not directory.exists():
+        return []
+    out = []
+    for p in sorted(directory.glob("*.parquet")):
+        problem = footer_problem(p)
+        if problem is None:
+            out.append(p)
+        else:
+            warn(f"{p}: unreadable Parquet file ({problem}); left out{hint}")
     return out
