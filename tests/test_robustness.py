@@ -251,3 +251,81 @@ def test_garbled_journal_tail_after_a_kill_is_named_and_its_answers_requested_ag
     assert (out / QUARANTINE / journal.name).exists()  # kept, not deleted
     assert server_stats(url)["requests"] - sent == PROBLEMS - len(whole)  # one request per prompt not whole
     assert stored_keys(out) >= want and raw_keys(out) == (PROBLEMS * N, PROBLEMS * N)
+
+
+# --- secrets ------------------------------------------------------------------------------------------
+
+KEY = "sk-curator-test-" + "Zq9x" * 8
+KEY_ENV = "CURATOR_ROBUSTNESS_KEY"
+
+
+def test_api_key_reaches_no_file_and_no_output(tmp_path, server):
+    """Real runs with a key, including a server whose error replies quote the Authorization
+    header; then every file under the test directory and every captured output is scanned."""
+    from curator.redact import MASK
+
+    env = {KEY_ENV: KEY}
+    outputs: list[str] = []
+
+    def run(*args, code: int | None = 0):
+        extra = ("--no-progress",) if args[0] in ("run", "resume") else ()
+        r = cli(*args, *extra, env=env, timeout=300)
+        outputs.extend([r.stdout, r.stderr])
+        if code is not None:
+            assert r.returncode == code, r.stderr
+        return r
+
+    chain = tmp_path / "chain.yaml"
+    chain.write_text("name: fmt\nsteps:\n  - filter: format\n")
+    # A: every request fails once with a 500 quoting the key, then succeeds; filtered, reported, exported.
+    url = server(api_key=KEY, echo_auth=True, fail_first={"500": 1})
+    (tmp_path / "a").mkdir()
+    m = write_manifest(tmp_path / "a", url, n=1, problems=4, api_key_env=KEY_ENV, filters=str(chain))
+    run("run", m)
+    out = tmp_path / "a" / "out"
+    run("status", out)
+    run("report", out, "--json")
+    run("filter", out, "--chain", chain)
+    run("export", out, "--format", "messages", "--to", tmp_path / "a" / "export")
+    assert (out / "report.html").exists() and list((tmp_path / "a" / "export").iterdir())
+    # B: retries run out on every prompt: the errors (quoting the key) go to the receipt and stderr.
+    url = server(api_key=KEY, echo_auth=True, fail_first={"500": 50})
+    (tmp_path / "b").mkdir()
+    m = write_manifest(tmp_path / "b", url, n=1, problems=2, api_key_env=KEY_ENV)
+    r = run("run", m, code=3)
+    assert "HTTP 500" in r.stderr and MASK in r.stderr, r.stderr
+    receipt = json.loads(next((tmp_path / "b" / "out" / "receipts").glob("*.json")).read_text())
+    assert receipt["errors"] and all(MASK in e for e in receipt["errors"]), receipt["errors"]
+    # C: a 400 on the first request stops the run with one line, quoting the key.
+    url = server(api_key=KEY, echo_auth=True, fail_first={"400": 1})
+    (tmp_path / "c").mkdir()
+    m = write_manifest(tmp_path / "c", url, n=1, problems=2, api_key_env=KEY_ENV)
+    r = run("run", m, code=None)
+    assert r.returncode != 0 and "HTTP 400" in one_error_line(r.stderr) and MASK in r.stderr, r.stderr
+    # D: a key written into the manifest is refused, and the refusal does not repeat it.
+    (tmp_path / "d").mkdir()
+    m = write_manifest(tmp_path / "d", url, n=1, problems=2)
+    m.write_text(m.read_text().replace("  params:", f"  api_key: {KEY}\n  params:"))
+    r = run("run", m, code=None)
+    assert r.returncode != 0 and "teacher.api_key is not allowed" in r.stderr, r.stderr
+    m.unlink()  # the one file that holds the key on purpose
+
+    scanned = 0
+    for p in tmp_path.rglob("*"):
+        if p.is_file():
+            scanned += 1
+            assert KEY.encode() not in p.read_bytes(), p
+    assert scanned > 20
+    for text in outputs:
+        assert KEY not in text and KEY[-12:] not in text, text
+
+
+def test_redact_masks_registered_keys_and_key_shapes():
+    from curator.redact import MASK, redact, register_secret
+
+    register_secret("plain-secret-value")
+    assert redact("x plain-secret-value y") == f"x {MASK} y"
+    assert redact("Authorization: Bearer abcdefgh12345678") == f"Authorization: Bearer {MASK}"
+    assert redact('{"api_key": "zzzzzzzzzzzz"}') == f'{{"api_key": "{MASK}"}}'
+    assert redact("key sk-proj-" + "a" * 30) == f"key {MASK}"
+    assert redact("sk-learn and task-1, EMPTY, Bearer of news") == "sk-learn and task-1, EMPTY, Bearer of news"

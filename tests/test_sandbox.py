@@ -359,3 +359,58 @@ def test_split_tests():
     assert [u["src"] for u in units if u["test"]] == ["check(f)"]
     assert split_tests("import unittest\nclass T(unittest.TestCase):\n    pass\n") == [{"src": "import unittest\nclass T(unittest.TestCase):\n    pass\n", "test": True}]
     assert split_tests(None) == [] and split_tests([]) == []
+
+
+# --- hostile samples in one batch of the code filter -------------------------------------------------
+
+
+def test_hostile_samples_fail_alone_in_a_code_filter_batch(tmp_path):
+    """Each hostile solution is contained and rejected; the honest samples of the same batch pass."""
+    import json
+
+    import polars as pl
+
+    from curator.filters.base import FilterContext, get_filter
+
+    outside = tmp_path / "escaped.txt"
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    good = "def add(a, b):\n    return a + b"
+    hostile = {
+        "fork_bomb": "import os\ndef add(a, b):\n    while True:\n        os.fork()",
+        "infinite_loop": "def add(a, b):\n    while True:\n        pass",
+        "alloc_10gb": "def add(a, b):\n    x = bytearray(10 * 2**30)\n    return a + b",
+        "write_outside": f"def add(a, b):\n    open({str(outside)!r}, 'w').write('escaped')\n    return a + b",
+        "network": f"import socket\ndef add(a, b):\n    socket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'x')\n    return a + b",
+    }
+    samples = [("good1", good)] + list(hostile.items()) + [("good2", good)]
+    row = json.dumps({"entry_point": "add", "tests": ["assert add(1, 2) == 3", "assert add(2, 2) == 4"]})
+    df = pl.DataFrame({"key": [k for k, _ in samples], "completion": [f"```python\n{c}\n```" for _, c in samples],
+                       "cot": [None] * len(samples), "row_json": [row] * len(samples), "prior_passed": [True] * len(samples)},
+                      schema={"key": pl.String, "completion": pl.String, "cot": pl.String, "row_json": pl.String, "prior_passed": pl.Boolean})
+    cls = get_filter("code")
+    f = cls(cls.Params.model_validate({"workers": 3, "timeout_s": 2, "memory_mb": 256, "max_processes": 16}), FilterContext())
+    t0 = time.monotonic()
+    try:
+        out = {r["key"]: r for r in f.apply(df).to_dicts()}
+    finally:
+        try:
+            conn, _ = listener.accept()
+            conn.close()
+            connected = True
+        except BlockingIOError:
+            connected = False
+        listener.close()
+    assert time.monotonic() - t0 < 60
+    assert out["good1"]["passed"] and out["good2"]["passed"], out
+    for key in hostile:
+        assert out[key]["passed"] is False and out[key]["reason"], (key, out[key])
+    assert out["infinite_loop"]["reason"] == "timeout"
+    assert out["alloc_10gb"]["reason"] == "memory"
+    assert out["write_outside"]["reason"] == "tests_failed" and not outside.exists()
+    assert out["network"]["reason"] == "tests_failed" and not connected
+    assert out["fork_bomb"]["reason"] in ("timeout", "crashed", "tests_failed")
+    assert not [c for c in psutil.Process().children(recursive=True) if c.pid not in _KEEP]

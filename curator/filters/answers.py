@@ -226,16 +226,27 @@ class Number:
     text: str
 
     def __float__(self) -> float:
-        return float(self.value)
+        try:
+            return float(self.value)
+        except OverflowError:  # "9" * 400: exact as a Fraction, beyond a double
+            return float("inf") if self.value > 0 else float("-inf")
 
 
-def _to_number(m: re.Match) -> Number:
+# Beyond any answer a problem has; `10 ** exponent` past this costs seconds and megabytes per
+# number ("1e999999999" in a trace would stall the filter).
+MAX_EXPONENT = 1000
+
+
+def _to_number(m: re.Match) -> Number | None:
     raw = m.group("num").replace(",", "")
     v = Fraction(raw)
-    if m.group("exp"):
-        v *= Fraction(10) ** int(m.group("exp"))
-    if m.group("exp10"):
-        v *= Fraction(10) ** int(m.group("exp10").replace("−", "-"))
+    exps = [int(m.group("exp")) if m.group("exp") else 0, int(m.group("exp10").replace("−", "-")) if m.group("exp10") else 0]
+    if any(abs(e) > MAX_EXPONENT for e in exps):
+        return None
+    if exps[0]:
+        v *= Fraction(10) ** exps[0]
+    if exps[1]:
+        v *= Fraction(10) ** exps[1]
     if m.group("sign") in ("-", "−"):
         v = -v
     return Number(v, bool(m.group("pct")), m.group(0).strip())
@@ -264,7 +275,9 @@ def numbers(text: str | None) -> list[Number]:
     for m in _NUM_RE.finditer(s):
         if any(a <= m.start() < b or a < m.end() <= b for a, b in taken):
             continue
-        found.append((m.start(), m.end(), _to_number(m)))
+        n = _to_number(m)
+        if n is not None:
+            found.append((m.start(), m.end(), n))
     found.sort(key=lambda t: t[0])
     return [n for _, _, n in found]
 
