@@ -54,6 +54,9 @@ def print_report(r: dict[str, Any], console: Console) -> None:
         t.add_row(k.replace("_", " ") + " tokens", fmt_int(tk[k]), _num(tk["per_sample"][k]), _num(tk["per_accepted"][k]), fmt_int(tk[perk][k]))
     t.add_row("[bold]dollars[/]", usd(r["total_usd"]), usd(r["usd_per_sample"]), usd(r["usd_per_accepted"]), usd(r["usd_per_50k_accepted"]))
     console.print(t)
+    if r["cost"].get("samples_with_estimated_usage"):
+        console.print(f"[yellow]totals include estimated token counts (and costs) for {r['cost']['samples_with_estimated_usage']:,} "
+                      "samples: the teacher sent no usage; set teacher.tokenizer for exact local counts[/]")
     if r["cost"]["samples_without_cost"]:
         console.print(f"[yellow]{r['cost']['samples_without_cost']:,} samples have no cost (no price known): totals unknown, "
                       f"priced part {usd(r['cost']['usd_known_part'])}; set teacher.price in the manifest[/]")

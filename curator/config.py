@@ -86,6 +86,9 @@ class Teacher(_Strict):
     # openai: the AsyncOpenAI client (default). aiohttp: plain JSON over one aiohttp session,
     # ~4x less client CPU per request, for fast local teachers (see curator/transport.py).
     http: Literal["openai", "aiohttp"] = "openai"
+    # For teachers that send no usage: a local tokenizer.json or .gguf to count tokens with
+    # (curator/tokencount.py); without one, a character estimate. Such counts are flagged.
+    tokenizer: str | None = None
 
     @model_validator(mode="before")
     @classmethod

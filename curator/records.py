@@ -29,6 +29,7 @@ SAMPLE_SCHEMA = pa.schema(
         ("reasoning_tokens", pa.int64()),
         ("cached_tokens", pa.int64()),
         ("cost_usd", pa.float64()),  # null when the model's price is unknown
+        ("usage_estimated", pa.bool_()),  # token counts (and so cost) counted locally: the server sent no usage
         ("model", pa.string()),  # the model the server says answered
         ("endpoint", pa.string()),
         ("params_json", pa.string()),  # sampling params as sent (minus n)

@@ -168,7 +168,8 @@ def costs(con, has_chain: bool, sampled: int, accepted: int, per: int) -> dict[s
                sum(cost_usd) FILTER (WHERE NOT {acc}) AS usd_rejected,
                sum(prompt_tokens) AS prompt, sum(cached_tokens) AS cached, sum(completion_tokens) AS completion,
                sum(reasoning_tokens) AS reasoning,
-               count(DISTINCT request_id) AS requests
+               count(DISTINCT request_id) AS requests,
+               count(*) FILTER (WHERE usage_estimated) AS estimated
         FROM {_samples_from(has_chain)}
         """,
     )
@@ -190,6 +191,8 @@ def costs(con, has_chain: bool, sampled: int, accepted: int, per: int) -> dict[s
         "total_usd": total,
         "usd_known_part": r["usd_known"] or 0.0,
         "samples_without_cost": r["unknown"],
+        # > 0: token and dollar totals include local counts (the teacher sent no usage; curator/tokencount.py)
+        "samples_with_estimated_usage": r["estimated"],
         "usd_per_sample": _div(total, sampled),
         "usd_per_accepted": _div(total, accepted),
         "usd_per_50k_accepted": None if _div(total, accepted) is None else _div(total, accepted) * per,
@@ -360,7 +363,7 @@ def build_report(out_dir: str | Path, *, per: int = PER, drift_window: int | Non
             """
             CREATE TEMP TABLE rs AS
             SELECT key, prompt_id, sample_index, source, gold, completion, cot_source, finish_reason,
-                   prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens, cost_usd, request_id,
+                   prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens, cost_usd, usage_estimated, request_id,
                    latency_s, created_at, seq,
                    length(coalesce(cot, '')) AS cot_chars, length(coalesce(completion, '')) AS completion_chars,
                    length(regexp_extract_all(coalesce(cot, ''), '\\S+')) AS cot_len

@@ -99,6 +99,9 @@ def write_resolved_manifest(manifest: Manifest, out_dir: Path) -> None:
     data = manifest.redacted()
     src = data["source"]
     src["path"] = str(manifest.resolve(manifest.source.path))
+    if src.get("loader"):  # the loader sets these itself; written out, resume/status would refuse them
+        for k in ("id", "problem", "answer"):
+            src.pop(k, None)
     data["output"] = str(out_dir)
     if isinstance(manifest.filters, str):
         data["filters"] = str(manifest.resolve(manifest.filters))

@@ -21,10 +21,14 @@ from curator.cost import request_cost
 from curator.parse import Usage, read_usage, split_reasoning
 from curator.ratelimit import RateLimiter, retry_after
 from curator.sources import Problem
+from curator.tokencount import TokenCounter, load_counter, prompt_tokens
 from curator.transport import make_transport
+from curator.window import AdaptiveWindow
 
-
-
+# A request that timed out in the teacher's queue behind our own requests is sent again without
+# using one of its retries, at most this many times (the window halves each time it happens).
+_MAX_REQUEUES = 8
+_MAX_NOTICES = 5
 
 try:
     from orjson import loads as _loads
@@ -70,6 +74,10 @@ class Stats:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     cost_known: bool = True
+    usage_estimated: int = 0  # samples whose token counts were counted locally (no usage from the server)
+    requeued: int = 0  # attempts that timed out in the teacher's queue and were re-sent for free
+    window: int = 0  # the in-flight window at the end (limits.concurrency unless congestion cut it)
+    window_lowest: int = 0
     accepted: int = 0
     judged: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -77,6 +85,7 @@ class Stats:
     stop_reason: str | None = None
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # how the sampler adapted to the teacher (n ignored, congestion)
 
 
 def normalise_endpoint(base_url: str) -> str:
@@ -139,6 +148,11 @@ class _FakeState:
     attempt_number: int
 
 
+def _reasoning_field(message: dict[str, Any]) -> str:
+    """Where a choice carries its separate reasoning, counted as output (none for inline <think>)."""
+    return "reasoning_content" if message.get("reasoning_content") else "reasoning"
+
+
 def _shares(weights: list[int], total: int | None) -> list[int | None]:
     """Split a request-level token count over its choices so that the parts add up to the total."""
     if total is None:
@@ -160,6 +174,8 @@ class Sampler:
         stats: Stats,
         should_stop: Callable[[], str | None] = lambda: None,
         hold: Callable[[], bool] = lambda: False,
+        counter: TokenCounter | None = None,
+        notify: Callable[[str], None] = lambda _m: None,
     ):
         self.m = manifest
         self.t = manifest.teacher
@@ -176,6 +192,9 @@ class Sampler:
         # Retries are ours (tenacity), so the client's own are off.
         self.transport = make_transport(self.t.http, self.endpoint, api_key, self.limits.timeout_s, self.limits.concurrency)
         self.n_mode = self.t.n_strategy
+        self.notify = notify  # shows a notice to the user (live display); stats.notices keeps them
+        self._counter = counter
+        self.window = AdaptiveWindow(self.limits.concurrency, self.limits.timeout_s, self._notice)
         self._fatal: FatalRequestError | None = None
         self._any_success = False
         self._cost_per_request: float | None = None
@@ -195,27 +214,47 @@ class Sampler:
         if extra_seed and "seed" in body:
             body["seed"] = body["seed"] + extra_seed
         start = time.monotonic()
-        state = {"attempts": 0}
+        state = {"attempts": 0, "requeued": 0}
 
         async def attempt_once() -> dict[str, Any]:
-            state["attempts"] += 1
-            if state["attempts"] > 1:
-                self.stats.retries += 1
-            self.stats.failed_attempts += 1  # taken back below once an answer parses
-            reserved = self._estimate_tokens(messages, n)
-            await self.limiter.acquire(reserved)
-            self.stats.requests += 1
-            try:
-                content, headers = await self.transport.post(body)
-                data = _parse_body(content)
-            except BaseException:
-                self.limiter.refund(reserved)
-                raise
-            self.stats.failed_attempts -= 1
-            self.limiter.observe(headers)
-            used = (data.get("usage") or {}).get("total_tokens")
-            self.limiter.refund(max(0, reserved - used) if isinstance(used, int) else 0)
-            return data
+            while True:
+                state["attempts"] += 1
+                if state["attempts"] > 1:
+                    self.stats.retries += 1
+                self.stats.failed_attempts += 1  # taken back below once an answer parses
+                reserved = self._estimate_tokens(messages, n)
+                await self.limiter.acquire(reserved)
+                ticket = await self.window.acquire()
+                self.stats.requests += 1
+                try:
+                    content, headers = await self.transport.post(body)
+                    data = _parse_body(content)
+                except openai.APITimeoutError:
+                    self.limiter.refund(reserved)
+                    if self.window.queued(ticket) and state["requeued"] < _MAX_REQUEUES:
+                        # It waited behind our own requests: our queueing, not the teacher's
+                        # failure, so the window shrinks and the attempt costs no retry.
+                        self.window.congested(ticket, "a timeout")
+                        state["requeued"] += 1
+                        self.stats.requeued += 1
+                        continue
+                    raise
+                except openai.APIStatusError as e:
+                    self.limiter.refund(reserved)
+                    if e.status_code == 503:  # overloaded; a 429 is a rate limit, which the limiter paces
+                        self.window.congested(ticket, "HTTP 503")
+                    raise
+                except BaseException:
+                    self.limiter.refund(reserved)
+                    raise
+                finally:
+                    self.window.release()
+                self.window.success()
+                self.stats.failed_attempts -= 1
+                self.limiter.observe(headers)
+                used = (data.get("usage") or {}).get("total_tokens")
+                self.limiter.refund(max(0, reserved - used) if isinstance(used, int) else 0)
+                return data
 
         try:
             # Most requests succeed at once: tenacity's machinery (~0.1 ms a request) only
@@ -238,7 +277,7 @@ class Sampler:
 
     def _first_wait(self, exc: BaseException) -> float:
         asked = self._asked_wait(exc)
-        return asked if asked is not None else wait_exponential_jitter(initial=0.25, max=self.limits.max_backoff_s, jitter=0.5)(_FakeState(1))
+        return asked if asked is not None else wait_exponential_jitter(multiplier=0.25, max=self.limits.max_backoff_s, jitter=0.5)(_FakeState(1))
 
     async def _retry(self, attempt_once, first_wait: float) -> dict[str, Any]:
         """Retries 2..max_retries+1 with tenacity: exponential backoff with jitter, or the server's
@@ -249,7 +288,7 @@ class Sampler:
             asked = self._asked_wait(rs.outcome.exception())
             if asked is not None:
                 return asked
-            return wait_exponential_jitter(initial=0.25, max=self.limits.max_backoff_s, jitter=0.5)(_FakeState(rs.attempt_number + 1))
+            return wait_exponential_jitter(multiplier=0.25, max=self.limits.max_backoff_s, jitter=0.5)(_FakeState(rs.attempt_number + 1))
 
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(self.limits.max_retries),
@@ -268,10 +307,16 @@ class Sampler:
         messages = [c.get("message") or {} for c in choices]
         splits = [split_reasoning(msg) for msg in messages]
         usage = read_usage(data.get("usage"))
-        cost = request_cost(usage, self.price)
+        estimated = usage.prompt_tokens is None or usage.completion_tokens is None
         weights = [len(s.cot) + len(s.completion) + 1 for s in splits]
         ctoks = _shares(weights, usage.completion_tokens)
         rtoks = _shares([len(s.cot) + 1 for s in splits], usage.reasoning_tokens)
+        if estimated:
+            usage, counted = self._estimated_usage(usage, job.messages, messages, splits)
+            if counted is not None:  # each choice's own count, not a share of a total
+                ctoks, rtoks = counted
+                weights = [c + 1 for c in ctoks]
+        cost = request_cost(usage, self.price)
         ptoks = _shares([1] * len(splits), usage.prompt_tokens)
         cached = _shares([1] * len(splits), usage.cached_tokens)
         now = time.time()
@@ -300,7 +345,8 @@ class Sampler:
                     "completion_tokens": ctoks[i],
                     "reasoning_tokens": rtoks[i],
                     "cached_tokens": cached[i],
-                    "cost_usd": None if cost is None else cost * (weights[i] / sum(weights)),
+                    "cost_usd": None if cost is None else cost * (weights[i] / (sum(weights) or 1)),
+                    "usage_estimated": estimated,
                     "model": data.get("model") or self.t.model,
                     "endpoint": self.endpoint,
                     "params_json": params_json,
@@ -311,7 +357,37 @@ class Sampler:
                 }
             )
         self._account(usage, cost)
+        if estimated:
+            self.stats.usage_estimated += len(out)
         return out
+
+    def _estimated_usage(self, usage: Usage, request: list[dict[str, str]], messages: list[dict[str, Any]],
+                         splits) -> tuple[Usage, tuple[list[int], list[int]] | None]:
+        """The server sent no (or part of its) usage: count locally what is missing. Returns the
+        filled-in usage and, when the completion was counted here, each choice's (completion,
+        reasoning) tokens."""
+        if self._counter is None:
+            self._counter = load_counter(None)  # the character estimate; a configured tokenizer was loaded up front
+        count = self._counter.count
+        counted = None
+        completion, reasoning = usage.completion_tokens, usage.reasoning_tokens
+        if completion is None:
+            per_choice = [count(m.get("content") or "") + count(m.get(_reasoning_field(m)) or "") for m in messages]
+            per_cot = [count(sp.cot) for sp in splits]
+            counted = (per_choice, per_cot)
+            completion, reasoning = sum(per_choice), sum(per_cot)
+        filled = Usage(
+            prompt_tokens=usage.prompt_tokens if usage.prompt_tokens is not None else prompt_tokens(self._counter, request),
+            completion_tokens=completion,
+            reasoning_tokens=reasoning,
+            cached_tokens=usage.cached_tokens,
+        )
+        return filled, counted
+
+    def _notice(self, message: str) -> None:
+        self.stats.notices.append(message)
+        if len(self.stats.notices) <= _MAX_NOTICES:
+            self.notify(message)
 
     def _account(self, usage: Usage, cost: float | None) -> None:
         s = self.stats
@@ -327,16 +403,18 @@ class Sampler:
     async def _run_job(self, job: Job) -> None:
         pending = list(job.indices)
         while pending:
-            if self.n_mode == "separate" or len(pending) == 1:
-                batch = pending[:1]
-            else:
-                batch = pending
-            seed_shift = batch[0] if (self.n_mode == "separate" and len(job.indices) > 1) else 0
+            batch = pending[:1] if self.n_mode == "separate" else pending
+            # A request's seed is the manifest's seed + its first sample index, however the n
+            # samples are split into requests (n at once, one each, the rest after a short
+            # answer, a resume): no two requests of a prompt share a seed, and so an answer.
+            seed_shift = batch[0]
             try:
                 data, attempts, latency = await self._post(job.messages, len(batch), seed_shift)
             except openai.BadRequestError as e:
                 if len(batch) > 1 and self.t.n_strategy == "auto" and re.search(r"\bn\b", _one_line(e)):
-                    self.n_mode = "separate"  # this server takes no n: one request per sample from now on
+                    if self.n_mode != "separate":
+                        self.n_mode = "separate"
+                        self._notice(f"the teacher refuses n={len(batch)} ({_one_line(e)}): one request per sample from now on")
                     continue
                 raise
             records = self._records(job, data, batch, attempts, latency)
@@ -346,8 +424,12 @@ class Sampler:
             self.stats.received += len(records)
             self.submit(records)
             done = {r["sample_index"] for r in records}
-            if len(batch) > 1 and len(done) < len(batch) and self.t.n_strategy == "auto":
-                self.n_mode = "separate"  # the server ignored n
+            if len(batch) > 1 and len(done) < len(batch) and self.t.n_strategy == "auto" and self.n_mode != "separate":
+                self.n_mode = "separate"
+                self._notice(
+                    f"the teacher answered {len(done)} of n={len(batch)} choices (it ignores n): the missing samples are sent "
+                    "as separate requests from now on (teacher.n_strategy: separate skips the n attempt)"
+                )
             pending = [i for i in pending if i not in done]
 
     def abort(self, message: str) -> None:
@@ -403,6 +485,9 @@ class Sampler:
             await asyncio.gather(*(worker() for _ in range(min(self.limits.concurrency, max(1, len(jobs))))))
         finally:
             self.stats.sampling_s = time.monotonic() - t0
+            self.stats.window, self.stats.window_lowest = self.window.size, self.window.lowest
+            if len(self.stats.notices) > _MAX_NOTICES:
+                self.notify(f"{len(self.stats.notices) - _MAX_NOTICES} more notices like these (see the receipt)")
             await self.transport.close()
         if self._fatal is not None:
             raise self._fatal

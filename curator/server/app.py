@@ -377,7 +377,7 @@ class TeacherState:
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_total
         self.seq += 1
-        return {
+        out = {
             "id": f"chatcmpl-{self.id_prefix}{self.seq:08x}",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -392,6 +392,9 @@ class TeacherState:
                 "completion_tokens_details": {"reasoning_tokens": reasoning_total},
             },
         }
+        if not c.send_usage:
+            del out["usage"]
+        return out
 
     async def list_models(self, request: web.Request) -> web.Response:
         self.models_requests += 1
@@ -434,14 +437,29 @@ def _check_mock(mock: Any) -> str | None:
     return None
 
 
+def _queued(handler, slots: int):
+    """At most `slots` requests in service; the others wait their turn (FIFO), and a client that
+    gives up while waiting leaves the queue (aiohttp cancels its handler), as with llama.cpp."""
+    sem = asyncio.Semaphore(slots)
+
+    async def queued(request: web.Request) -> web.StreamResponse:
+        async with sem:
+            return await handler(request)
+
+    return queued
+
+
 def make_app(config: ServerConfig | dict[str, Any] | None = None) -> web.Application:
     """The aiohttp application for `config` (a ServerConfig, a dict, or None for defaults)."""
     cfg = config if isinstance(config, ServerConfig) else ServerConfig.load(config)
     state = TeacherState(cfg)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[STATE_KEY] = state
-    app.router.add_post("/v1/chat/completions", state.chat_completions)
-    app.router.add_post("/chat/completions", state.chat_completions)
+    chat = state.chat_completions
+    if cfg.max_concurrent is not None:
+        chat = _queued(chat, cfg.max_concurrent)
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/chat/completions", chat)
     app.router.add_get("/v1/models", state.list_models)
     app.router.add_get("/stats", state.get_stats)
     app.router.add_post("/stats/reset", state.reset_stats)

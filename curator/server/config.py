@@ -61,6 +61,10 @@ class ServerConfig(BaseModel):
     hang_s: float = Field(default=30.0, ge=0)
     collapse_after: int | None = Field(default=None, ge=0)
     tokens_per_word: float = Field(default=1.3, gt=0)
+    # Requests answered at once; the rest wait in the server's queue, as llama.cpp's server does
+    # (1: serial). None: no limit.
+    max_concurrent: int | None = Field(default=None, ge=1)
+    send_usage: bool = True  # False: no usage block, as llama.cpp when streaming and some proxies
 
     @field_validator("mix")
     @classmethod
