@@ -28,7 +28,7 @@ from curator.run import run_manifest
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
 MAX_TOKENS = 96  # most answers hit it: finish_reason "length" is part of what is tested
-TIMEOUT_S = 8  # ~3 answers' time at this server's speed: 8 queued at once must make it adapt
+CONCURRENCY = 8
 
 
 def _unavailable(why: str):
@@ -77,7 +77,7 @@ def llama_server(tmp_path_factory):
                 if time.monotonic() > deadline:
                     pytest.fail(f"llama.cpp server not ready after 90 s: {log.read_text()[-800:]}", pytrace=False)
                 time.sleep(0.2)
-        yield url
+        yield url, _full_answer_s(url)
     finally:
         proc.terminate()
         try:
@@ -87,7 +87,18 @@ def llama_server(tmp_path_factory):
             proc.wait()
 
 
-def write_manifest(tmp: Path, url: str, problems: int = 12) -> Path:
+def _full_answer_s(url: str) -> float:
+    """Seconds this server takes for one answer of MAX_TOKENS (also warms the model up)."""
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": "Write a long story about a dragon and a knight."}],
+            "max_tokens": MAX_TOKENS, "temperature": 0}
+    req = urllib.request.Request(url + "/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"})
+    t = time.monotonic()
+    answer = json.loads(urllib.request.urlopen(req, timeout=120).read())
+    assert answer["choices"][0]["finish_reason"] == "length", answer
+    return time.monotonic() - t
+
+
+def write_manifest(tmp: Path, url: str, timeout_s: float, problems: int = 12) -> Path:
     m = tmp / "gsm8k-llama.yaml"
     m.write_text(f"""
 name: gsm8k-llama
@@ -98,7 +109,7 @@ teacher:
   model: smollm2
   params: {{temperature: 0.7, top_p: 0.95, max_tokens: {MAX_TOKENS}, n: 2, seed: 11}}
   price: {{input: 0.1, output: 0.2}}
-limits: {{concurrency: 8, timeout_s: {TIMEOUT_S}, max_retries: 2, max_backoff_s: 1}}
+limits: {{concurrency: {CONCURRENCY}, timeout_s: {timeout_s:.1f}, max_retries: 2, max_backoff_s: 1}}
 # The r1-math steps; the format step asks for no think block and no \\boxed{{}} (a 135M instruct
 # model rarely writes either), so the math step's answer (its last number) decides.
 filters:
@@ -119,8 +130,12 @@ def _same(gold: str, extracted: str) -> bool:
 
 
 def test_gsm8k_on_llama_cpp(tmp_path, llama_server):
+    url, answer_s = llama_server
+    # Three answers' time: one request alone always makes it, eight queued at once cannot, so the
+    # window must adapt whatever this machine's speed.
+    timeout_s = max(2.0, 3 * answer_s)
     t0 = time.monotonic()
-    res = run_manifest(load_manifest(write_manifest(tmp_path, llama_server)), progress=False)
+    res = run_manifest(load_manifest(write_manifest(tmp_path, url, timeout_s)), progress=False)
     wall = time.monotonic() - t0
     s = res.stats
     assert res.complete and s.failed == 0, s.errors
@@ -135,7 +150,7 @@ def test_gsm8k_on_llama_cpp(tmp_path, llama_server):
     assert any("ignores n" in n for n in s.notices), s.notices
     # Eight requests queued at a serial server outlast the timeout: the window shrank, and the
     # timeouts of our own queueing were re-sent without failing anything.
-    assert s.window_lowest < 8 and any("in-flight window 8 ->" in n for n in s.notices), s.notices
+    assert s.window_lowest < CONCURRENCY and any(f"in-flight window {CONCURRENCY} ->" in n for n in s.notices), s.notices
 
     con = duckdb.connect(str(out / "catalog.duckdb"), read_only=True)
     rows = con.execute(
@@ -184,7 +199,7 @@ def test_gsm8k_on_llama_cpp(tmp_path, llama_server):
     vocab, chars = load_counter(gguf_path()), CharEstimate()
     exact = [abs(vocab.count(r[9] or "") - r[4]) / r[4] for r in rows]
     rough = [abs(chars.count(r[9] or "") - r[4]) / r[4] for r in rows]
-    print(f"\nllama.cpp: {len(rows)} samples in {wall:.1f} s, window lowest {s.window_lowest}, requeued {s.requeued}, "
+    print(f"\nllama.cpp: {len(rows)} samples in {wall:.1f} s (one answer {answer_s:.1f} s, timeout {timeout_s:.1f} s), window lowest {s.window_lowest}, requeued {s.requeued}, "
           f"truncated {truncated}, answers read {parsed}, accepted {s.accepted}; completion-token error: gguf vocab "
           f"{sum(exact) / len(exact):.1%}, char estimate {sum(rough) / len(rough):.1%}")
     assert sum(exact) / len(exact) < 0.05
