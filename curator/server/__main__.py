@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hang-s", type=float)
     p.add_argument("--collapse-after", type=int)
     p.add_argument("--tokens-per-word", type=float)
+    p.add_argument("--request-log", help="JSONL file: one line per chat request (curator/server/reqlog.py)")
     return p
 
 

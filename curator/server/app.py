@@ -20,6 +20,7 @@ from aiohttp import web
 from . import teacher as T
 from .config import COT_PLACEMENTS, FAULTS, OUTCOMES, ServerConfig
 from .problems import DEFAULT_GOLD, ProblemIndex
+from .reqlog import ANSWER_ID, FAULT, RequestLog, logged
 
 try:  # optional speed-up
     import orjson as _orjson
@@ -115,6 +116,9 @@ class TeacherState:
         self.attempts: dict[bytes, int] = {}
         self.fault_counter = 0
         self.seq = 0
+        self.started = time.monotonic()
+        self.burst_from: float | None = None  # monotonic start of the fault burst, once it began
+        self.burst_started_at: float | None = None  # the same as epoch seconds, for /stats
 
     def stats(self) -> dict[str, Any]:
         c = self.config
@@ -134,6 +138,7 @@ class TeacherState:
             "problems": len(self.index),
             "collapsed": c.collapse_after is not None and self.completions >= c.collapse_after,
             "uptime_s": time.time() - self.created_at,
+            "burst_started_at": self.burst_started_at,
         }
 
     # ------------------------------------------------------------------ helpers
@@ -144,7 +149,22 @@ class TeacherState:
         self.errors[key] = self.errors.get(key, 0) + 1
         return error_response(status, message, type_, code, param)
 
+    def _burst_active(self) -> bool:
+        b = self.config.fault_burst
+        if b is None:
+            return False
+        now = time.monotonic()
+        if self.burst_from is None:
+            due = (b.start_s is not None and now - self.started >= b.start_s) or (
+                b.after_requests is not None and self.requests >= b.after_requests)
+            if not due:
+                return False
+            self.burst_from, self.burst_started_at = now, time.time()
+        return now - self.burst_from < b.duration_s
+
     def _choose_fault(self, body: bytes) -> str | None:
+        if self.config.fault_burst is not None and self._burst_active():
+            return self.config.fault_burst.fault
         if self.fail_first:
             h = blake2b(body, digest_size=16).digest()
             a = self.attempts.get(h, 0)
@@ -166,9 +186,12 @@ class TeacherState:
     async def _fault(self, request: web.Request, kind: str) -> web.StreamResponse | None:
         """The injected fault's response; None for "timeout" (hang, then answer normally)."""
         self.faults[kind] = self.faults.get(kind, 0) + 1
+        request[FAULT] = kind  # for the request log
         c = self.config
         if kind == "429":
             ra = c.retry_after_s
+            if c.fault_burst is not None and c.fault_burst.retry_after_s is not None and self._burst_active():
+                ra = c.fault_burst.retry_after_s
             return error_response(
                 429,
                 "Rate limit reached for requests (injected by the curator test server).",
@@ -267,6 +290,7 @@ class TeacherState:
             await asyncio.sleep(latency / 1000.0)
 
         resp = self.build_completion(model, messages, n, max_tokens, mock)
+        request[ANSWER_ID] = resp["id"]  # for the request log
         return web.Response(body=dumps(resp), content_type="application/json")
 
     def build_completion(self, model: str, messages: list[dict[str, Any]], n: int, max_tokens: int | None,
@@ -456,6 +480,14 @@ def make_app(config: ServerConfig | dict[str, Any] | None = None) -> web.Applica
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[STATE_KEY] = state
     chat = state.chat_completions
+    if cfg.request_log:
+        log = RequestLog(cfg.request_log)
+        chat = logged(chat, log)
+
+        async def close_log(app: web.Application) -> None:
+            log.close()
+
+        app.on_cleanup.append(close_log)
     if cfg.max_concurrent is not None:
         chat = _queued(chat, cfg.max_concurrent)
     app.router.add_post("/v1/chat/completions", chat)

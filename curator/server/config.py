@@ -33,6 +33,27 @@ def _check_probs(value: dict[str, float], allowed: tuple[str, ...], what: str) -
     return value
 
 
+class FaultBurst(BaseModel):
+    """Every request gets `fault` for `duration_s` seconds, from `start_s` after the server started
+    (or its last /stats/reset) or from its `after_requests`-th chat request, whichever comes first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fault: str = "429"
+    start_s: float | None = Field(default=None, ge=0)
+    after_requests: int | None = Field(default=None, ge=0)
+    duration_s: float = Field(default=10.0, ge=0)
+    # Retry-After of the burst's 429s (a provider-wide limit asks for longer waits than a blip).
+    retry_after_s: float | None = Field(default=None, ge=0)
+
+    @field_validator("fault")
+    @classmethod
+    def _fault(cls, v: str) -> str:
+        if v not in FAULTS:
+            raise ValueError(f"unknown fault {v!r}; expected one of {', '.join(FAULTS)}")
+        return v
+
+
 class ServerConfig(BaseModel):
     """Everything the fake teacher does. Load with `ServerConfig.load(dict | path | None)`."""
 
@@ -65,6 +86,9 @@ class ServerConfig(BaseModel):
     # (1: serial). None: no limit.
     max_concurrent: int | None = Field(default=None, ge=1)
     send_usage: bool = True  # False: no usage block, as llama.cpp when streaming and some proxies
+    fault_burst: FaultBurst | None = None
+    # JSONL file with one line per chat request (curator/server/reqlog.py); None: no log.
+    request_log: str | None = None
 
     @field_validator("mix")
     @classmethod
