@@ -242,7 +242,7 @@ class Sampler:
                 except openai.APIStatusError as e:
                     self.limiter.refund(reserved)
                     if e.status_code == 503:  # overloaded; a 429 is a rate limit, which the limiter paces
-                        self.window.congested(ticket, "HTTP 503")
+                        self.window.overloaded(ticket)
                     raise
                 except BaseException:
                     self.limiter.refund(reserved)

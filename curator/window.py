@@ -6,10 +6,17 @@ last in its queue waits 64 answers long, and once that passes `limits.timeout_s`
 queueing produces timeouts that look like a broken teacher.
 
 So the window is AIMD, as TCP's congestion window: it starts at the full concurrency (fast
-servers pay nothing), halves on congestion (a timeout of a request that was queued behind
-others, or HTTP 503 "overloaded"; a 429 is a rate limit, paced by curator/ratelimit.py), and grows
-back by one request per window of successes. A burst of
-timeouts from requests that were all sent before the cut is one event, not ten halvings.
+servers pay nothing), halves on congestion, and grows back by one request per window of
+successes. A burst of timeouts from requests that were all sent before the cut is one event, not
+ten halvings. A longer burst (a provider's minute of 503s) may cut it to 1; it then grows back by
+one request per answer (TCP's slow start) up to half the window the burst began at, so a remote
+API is not left at a few in flight for thousands of answers. Congestion is told apart from the random faults of a busy API (which must not
+shrink the window: AIMD under 5% random loss settles near 6 in flight):
+  - a timeout is ours when the request may have waited in the teacher's queue most of the
+    timeout: in flight at send / measured throughput >= timeout_s / 2 (before any throughput is
+    known: anything sent with others in flight);
+  - HTTP 503 "overloaded" is congestion when it is more than 10% of the recent answers;
+  - a 429 is a rate limit, paced by curator/ratelimit.py, not a concurrency signal.
 
 After the first congestion event the window also stays under Little's law: in flight <=
 throughput x timeout_s / 2, so the mean wait stays at half the timeout with the throughput the
@@ -19,20 +26,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 _RATE_SAMPLES = 32  # answers the throughput is measured over
-_MIN_RATE_SAMPLES = 4
+_MIN_RATE_SAMPLES = 3
+_RECENT = 64  # answers the share of overload errors is measured over
+_OVERLOAD_SHARE = 0.1
 
 
 @dataclass(frozen=True)
 class Ticket:
     seq: int  # send order
     in_flight: int  # requests in flight once this one was sent (itself included)
-    sent_at: float
 
 
 class AdaptiveWindow:
@@ -46,7 +53,10 @@ class AdaptiveWindow:
         self.congestion_events = 0
         self._sent = 0
         self._cut_at = 0  # send seq at the last cut: congestion of earlier requests is that same event
-        self._last_timeout = -math.inf
+        self._cut_time = -float("inf")
+        self._ssthresh = 0.0  # below it the window grows one per answer (slow start), above one per window
+        self._recent: collections.deque[bool] = collections.deque(maxlen=_RECENT)  # True: a 503
+        self._recent_503 = 0
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._done: collections.deque[float] = collections.deque(maxlen=_RATE_SAMPLES)
 
@@ -69,7 +79,7 @@ class AdaptiveWindow:
         else:
             self.in_flight += 1
         self._sent += 1
-        return Ticket(self._sent, self.in_flight, time.monotonic())
+        return Ticket(self._sent, self.in_flight)
 
     def release(self) -> None:
         self.in_flight -= 1
@@ -93,25 +103,42 @@ class AdaptiveWindow:
         rate = self.throughput()
         return self.maximum if rate is None else max(1.0, min(self.maximum, rate * self.timeout_s / 2))
 
+    def _outcome(self, overloaded: bool) -> None:
+        if len(self._recent) == _RECENT:
+            self._recent_503 -= self._recent[0]
+        self._recent.append(overloaded)
+        self._recent_503 += overloaded
+
     def success(self) -> None:
+        self._outcome(False)
         self._done.append(time.monotonic())
-        grown = self.limit + 1.0 / self.limit
+        grown = self.limit + (1.0 if self.limit < self._ssthresh else 1.0 / self.limit)
         self.limit = min(grown, self.maximum if not self.congestion_events else max(self.limit, self._little_cap()))
         self._wake()
 
     def queued(self, ticket: Ticket) -> bool:
-        """Whether this timed-out request may have waited behind our own others: it was not alone,
-        or it was sent within a timeout of an earlier one timing out, whose answer the server
-        may still have been generating (llama.cpp finishes an answer nobody waits for)."""
-        queued = ticket.in_flight > 1 or ticket.sent_at - self._last_timeout < self.timeout_s
-        self._last_timeout = max(self._last_timeout, time.monotonic())
-        return queued
+        """Whether this timed-out request may have spent most of the timeout waiting behind our
+        own requests in the teacher's queue (Little's law: the wait is in flight / throughput)."""
+        rate = self.throughput()
+        if rate is None:
+            return ticket.in_flight > 1
+        return ticket.in_flight / rate >= self.timeout_s / 2
+
+    def overloaded(self, ticket: Ticket) -> None:
+        """An HTTP 503: congestion once such answers are more than a few random ones."""
+        self._outcome(True)
+        if self._recent_503 >= max(2, _OVERLOAD_SHARE * len(self._recent)):
+            self.congested(ticket, "HTTP 503")
 
     def congested(self, ticket: Ticket, what: str) -> None:
         """A queued timeout or a 503 of the request sent with `ticket`: cut the window once per event."""
         if ticket.seq <= self._cut_at:
             return
         self._cut_at = self._sent
+        now = time.monotonic()
+        if now - self._cut_time > self.timeout_s:  # a new episode, not the same burst going on
+            self._ssthresh = self.limit / 2
+        self._cut_time = now
         self.congestion_events += 1
         before = self.size
         self.limit = max(1.0, min(self.limit / 2, self._little_cap()))

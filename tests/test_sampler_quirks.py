@@ -207,3 +207,39 @@ def test_window_cuts_once_per_congestion_event():
         assert w.in_flight == len(held)
 
     asyncio.run(go())
+
+
+def test_window_tells_random_faults_from_congestion():
+    """A busy API's random 503s and hung requests must not shrink the window (AIMD under a few %
+    random loss would settle near 6 in flight); a run of 503s, or timeouts that Little's law says
+    were spent in the queue, do."""
+    async def go():
+        w = AdaptiveWindow(64, timeout_s=1.0)
+        for i in range(400):  # 5% random 503s among fast answers
+            t = await w.acquire()
+            w.release()
+            if i % 20 == 0:
+                w.overloaded(t)
+            else:
+                w.success()
+        assert (w.size, w.congestion_events) == (64, 0)
+        # ~thousands of answers/s: 64 in flight wait ~ms, so a timeout is the teacher's, not our queue
+        t = await w.acquire()
+        assert w.throughput() > 1000 and not w.queued(t)
+        w.release()
+        for _ in range(10):  # a run of 503s is overload: cut after cut
+            w.overloaded(await w.acquire())
+            w.release()
+        assert w.size < 8 and w.congestion_events >= 3
+        for _ in range(40):  # then slow start: back to half the pre-burst window in ~30 answers
+            w.success()
+        assert w.size >= 32
+
+        slow = AdaptiveWindow(64, timeout_s=1.0)
+        for _ in range(4):  # a serial teacher: one answer every 0.1 s
+            slow.success()
+            await asyncio.sleep(0.1)
+        tickets = [await slow.acquire() for _ in range(8)]
+        assert not slow.queued(tickets[0]) and slow.queued(tickets[7])  # 8 / ~10 per s >= 0.5 s
+
+    asyncio.run(go())
