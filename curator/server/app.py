@@ -188,6 +188,7 @@ class TeacherState:
         self.faults[kind] = self.faults.get(kind, 0) + 1
         request[FAULT] = kind  # for the request log
         c = self.config
+        echo = f" (request had Authorization: {request.headers.get('Authorization')})" if c.echo_auth else ""
         if kind == "429":
             ra = c.retry_after_s
             if c.fault_burst is not None and c.fault_burst.retry_after_s is not None and self._burst_active():
@@ -200,12 +201,12 @@ class TeacherState:
                 headers={"Retry-After": f"{ra:g}", "x-ratelimit-reset-requests": f"{round(ra * 1000)}ms"},
             )
         if kind == "500":
-            return error_response(500, "The server had an error while processing your request.", "server_error")
+            return error_response(500, "The server had an error while processing your request." + echo, "server_error")
         if kind == "503":
             return error_response(503, "The engine is currently overloaded, please try again later.",
                                   "server_error", "overloaded")
         if kind == "400":
-            return error_response(400, "Invalid request (injected by the curator test server).")
+            return error_response(400, "Invalid request (injected by the curator test server)." + echo)
         if kind == "401":
             return error_response(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
         if kind == "malformed":

@@ -86,6 +86,9 @@ class ServerConfig(BaseModel):
     # (1: serial). None: no limit.
     max_concurrent: int | None = Field(default=None, ge=1)
     send_usage: bool = True  # False: no usage block, as llama.cpp when streaming and some proxies
+    # Injected 400/500 error bodies quote the request's Authorization header, as careless proxies
+    # do: tests check that curator never prints or stores such a reply unredacted.
+    echo_auth: bool = False
     fault_burst: FaultBurst | None = None
     # JSONL file with one line per chat request (curator/server/reqlog.py); None: no log.
     request_log: str | None = None
