@@ -192,6 +192,8 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
             stats.stop_reason = "interrupted"
             error = RunError("interrupted: stored answers are kept; `curator resume OUT` finishes the run")
         store.compact()
+        if error is None and store.failed is not None:
+            error = store.failed  # it failed after the last request was sent
         if judge is not None and error is None:
             stats.accepted = judge.finish()
         complete = error is None and stats.failed == 0 and stats.stop_reason is None
@@ -268,10 +270,15 @@ async def _sample(manifest, api_key, price, store, stats, jobs, judge, should_st
                     to_judge.put_nowait(None)
                     raise
                 stats.stored += len(records)
-                to_judge.put_nowait(records)
-                for message in monitor.observe(records):  # records carry their seq now
-                    stats.warnings.append(message)
-                    display.warn(message)
+                if store.failed is not None:
+                    # A shard write failed: what is journaled stays there for the next start to
+                    # compact and judge; in-flight answers are still journaled, nothing new is bought.
+                    sampler.abort(f"storing answers failed: {store.failed}")
+                else:
+                    to_judge.put_nowait(records)
+                    for message in monitor.observe(records):  # records carry their seq now
+                        stats.warnings.append(message)
+                        display.warn(message)
                 display.refresh()
             if done:
                 to_judge.put_nowait(None)

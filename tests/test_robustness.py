@@ -117,8 +117,9 @@ def test_disk_full_while_writing_a_shard_then_resume(tmp_path, teacher, tmpfs):
     assert list((out / "shards").glob("*.parquet")), "the disk filled before the first shard: make the tmpfs bigger"
     stored = stored_keys(out)
     assert 0 < len(stored) < PROBLEMS * N
-    # Only what was in flight when the store failed may be lost (at most one request per worker).
-    assert server_stats(url)["requests"] - len(stored) // N <= 4
+    # The journal sits on a disk with room: answers still in flight when the shard write failed
+    # are journaled too, so every answer the server sent is stored (nothing paid for is lost).
+    assert server_stats(url)["requests"] == len(stored) // N
     # `status` reads the partial output fine.
     st = cli("status", out, "--json")
     assert st.returncode == 0 and json.loads(st.stdout)["stored"] == len(stored), st.stderr

@@ -81,6 +81,7 @@ class SampleStore:
         _HELD.add(self._lock_name)
         self.notices: list[str] = []  # what start-up repaired, one line each (also on stderr)
         self.failed: StoreError | None = None  # set once a write failed: the journal is then the only copy
+        self.journal_failed: StoreError | None = None  # the journal refused a write: nothing more is stored
         self._journal: Journal | None = None
         try:
             remove_partials(out_dir / "shards")
@@ -193,8 +194,8 @@ class SampleStore:
     def append(self, records: list[dict[str, Any]]) -> None:
         """Durably store answers (journal + fsync); compact into a shard when the journal is full.
         Raises StoreError (path + OS error) when the disk refuses; nothing of that call counts as stored."""
-        if self.failed is not None:
-            raise self.failed
+        if self.journal_failed is not None:
+            raise self.journal_failed
         fresh = [r for r in records if r["key"] not in self.keys]
         if not fresh:
             return
@@ -203,11 +204,22 @@ class SampleStore:
             self.next_seq += 1
         if self._journal is None:
             self._journal = Journal(self.out_dir / "journal" / f"{uuid.uuid4().hex}.jsonl")
-        self._journal.append(fresh)
+        try:
+            self._journal.append(fresh)
+        except StoreError as e:
+            self.journal_failed = e
+            self.failed = self.failed or e
+            raise
         self.keys.update(r["key"] for r in fresh)
         self._pending.extend(fresh)
-        if len(self._pending) >= self.shard_rows:
-            self.compact()
+        if len(self._pending) >= self.shard_rows and self.failed is None:
+            try:
+                self.compact()
+            except StoreError:
+                # These answers are durable in the journal, and so are the ones still in flight
+                # (the journal may well sit on a disk with room): the caller stops buying and
+                # reads `failed`; the next start compacts the journal.
+                pass
 
     def compact(self) -> Path | None:
         if self._journal is None or self.failed is not None:
