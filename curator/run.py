@@ -22,6 +22,7 @@ import yaml
 from curator.config import Manifest, ManifestError, load_manifest
 from curator.cost import find_price, warn_unknown
 from curator.errors import RunError, StoreError
+from curator.pkgpath import is_pkg
 from curator.filters.base import FilterContext
 from curator.filters.chain import Chain, load_chain
 from curator.judging import IncrementalJudge
@@ -98,7 +99,8 @@ def write_resolved_manifest(manifest: Manifest, out_dir: Path) -> None:
     """Absolute paths and the template inline, so `curator resume OUT` needs nothing else."""
     data = manifest.redacted()
     src = data["source"]
-    src["path"] = str(manifest.resolve(manifest.source.path))
+    if not is_pkg(manifest.source.path):  # pkg: paths resolve on any machine with the package
+        src["path"] = str(manifest.resolve(manifest.source.path))
     if src.get("loader"):  # the loader sets these itself; written out, resume/status would refuse them
         for k in ("id", "problem", "answer"):
             src.pop(k, None)

@@ -28,7 +28,8 @@ from curator.window import AdaptiveWindow
 # A request that timed out in the teacher's queue behind our own requests is sent again without
 # using one of its retries, at most this many times (the window halves each time it happens).
 _MAX_REQUEUES = 8
-_MAX_NOTICES = 5
+_MAX_NOTICES = 5  # shown live
+_KEPT_NOTICES = 50  # kept in the receipt
 
 try:
     from orjson import loads as _loads
@@ -194,6 +195,7 @@ class Sampler:
         self.n_mode = self.t.n_strategy
         self.notify = notify  # shows a notice to the user (live display); stats.notices keeps them
         self._counter = counter
+        self._notices_seen = 0
         self.window = AdaptiveWindow(self.limits.concurrency, self.limits.timeout_s, self._notice)
         self._fatal: FatalRequestError | None = None
         self._any_success = False
@@ -385,8 +387,14 @@ class Sampler:
         return filled, counted
 
     def _notice(self, message: str) -> None:
-        self.stats.notices.append(message)
-        if len(self.stats.notices) <= _MAX_NOTICES:
+        self._notices_seen += 1
+        # The receipt keeps the first ones and the last one: a long congested run would otherwise
+        # write thousands of near-identical lines into it.
+        if len(self.stats.notices) < _KEPT_NOTICES:
+            self.stats.notices.append(message)
+        else:
+            self.stats.notices[-1] = f"{message} (notice {self._notices_seen}; {self._notices_seen - _KEPT_NOTICES} earlier ones not kept)"
+        if self._notices_seen <= _MAX_NOTICES:
             self.notify(message)
 
     def _account(self, usage: Usage, cost: float | None) -> None:
@@ -486,8 +494,8 @@ class Sampler:
         finally:
             self.stats.sampling_s = time.monotonic() - t0
             self.stats.window, self.stats.window_lowest = self.window.size, self.window.lowest
-            if len(self.stats.notices) > _MAX_NOTICES:
-                self.notify(f"{len(self.stats.notices) - _MAX_NOTICES} more notices like these (see the receipt)")
+            if self._notices_seen > _MAX_NOTICES:
+                self.notify(f"{self._notices_seen - _MAX_NOTICES} more notices like these (see the receipt)")
             await self.transport.close()
         if self._fatal is not None:
             raise self._fatal

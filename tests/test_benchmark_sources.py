@@ -261,3 +261,12 @@ def test_gsm8k_manifest_end_to_end_against_the_local_teacher(tmp_path, server):
         assert passed == is_right and reason == (None if is_right else "wrong_answer"), (pid, gold, completion)
     assert 0 < right < 20  # both outcomes were exercised
     assert query(out, "SELECT count(*) FROM samples WHERE accepted")[0][0] >= 1
+
+    # The receipt's resolved manifest keeps the pkg: path (it resolves on any machine with the
+    # package), and `curator resume` reads it back and finds nothing left to buy.
+    resolved = yaml.safe_load((out / "manifest.resolved.yaml").read_text())
+    assert resolved["source"]["path"] == GSM8K
+    from curator.run import resume
+
+    again = resume(out, progress=False)
+    assert again.complete and again.stats.requests == 0
