@@ -13,18 +13,11 @@ import pytest
 
 from conftest import ROOT, cli, write_manifest, write_problems
 from curator.config import load_manifest
+from curator.store.catalog import query as q
 from curator.run import run_manifest
 
 
 HTTP = pytest.mark.parametrize("http", ["openai", "aiohttp"])  # both transports, same behaviour
-
-
-def q(out, sql):
-    con = duckdb.connect(str(out / "catalog.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def stats(base_url):

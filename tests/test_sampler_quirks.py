@@ -14,17 +14,10 @@ from curator.config import load_manifest
 from curator.cost import request_cost
 from curator.parse import Usage
 from curator.report import build_report
+from curator.store.catalog import query as q
 from curator.run import run_manifest, status
 from curator.tokencount import CharEstimate, PER_MESSAGE_TOKENS, PRIMING_TOKENS
 from curator.window import AdaptiveWindow
-
-
-def q(out, sql):
-    con = duckdb.connect(str(out / "catalog.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def log_lines(path):

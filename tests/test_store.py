@@ -1,4 +1,5 @@
 import json
+import re
 
 import duckdb
 import pyarrow.parquet as pq
@@ -155,7 +156,7 @@ def test_journal_on_a_full_disk_keeps_only_whole_lines(tmp_path):
 
 def test_shard_larger_than_the_file_size_limit_fails_cleanly(tmp_path):
     """RLIMIT_FSIZE in a child (SIGXFSZ ignored): a real EFBIG mid-write, no partial file left."""
-    code = f"""
+    code = """
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
@@ -163,7 +164,7 @@ from pathlib import Path
 from curator.errors import StoreError
 from curator.records import SAMPLE_SCHEMA
 from curator.store.shards import records_to_table, write_atomic
-rows = [dict(key=f"k{{i}}", cot=__import__("os").urandom(500).hex()) for i in range(100)]
+rows = [dict(key=f"k{i}", cot=__import__("os").urandom(500).hex()) for i in range(100)]
 try:
     write_atomic(records_to_table(rows, SAMPLE_SCHEMA), Path(sys.argv[1]) / "s.parquet")
 except OSError as e:
@@ -174,7 +175,7 @@ except OSError as e:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_store_write_failure_stops_appends_and_keeps_the_journal(tmp_path, monkeypatch):
+def test_shard_write_failure_keeps_journaling_and_the_next_start_compacts(tmp_path, monkeypatch):
     s = SampleStore(tmp_path, shard_rows=3)
     s.append([rec(0)])
 
@@ -182,16 +183,35 @@ def test_store_write_failure_stops_appends_and_keeps_the_journal(tmp_path, monke
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("curator.store.sample_store.write_atomic", full)
-    with pytest.raises(StoreError, match=r"writing shard .*shards/shard-.*\.parquet failed: No space left on device \(ENOSPC\); free space, then `curator resume"):
-        s.append([rec(1), rec(2)])
-    with pytest.raises(StoreError):
-        s.append([rec(3)])  # nothing more is taken once the store failed
+    s.append([rec(1), rec(2)])  # journaled (durable); the shard write behind it fails
+    assert s.failed is not None and re.search(
+        r"writing shard .*shards/shard-.*\.parquet failed: No space left on device \(ENOSPC\); free space, then `curator resume", str(s.failed)
+    )
+    s.append([rec(3)])  # answers still in flight are journaled, not dropped
+    assert not shard_paths(tmp_path)
     s.close()  # releases the lock without touching the journal
     monkeypatch.undo()
-    assert [r["key"] for r in scan_journal(journal_paths(tmp_path)[0]).rows] == ["k0000", "k0001", "k0002"]
+    assert [r["key"] for r in scan_journal(journal_paths(tmp_path)[0]).rows] == ["k0000", "k0001", "k0002", "k0003"]
     s2 = SampleStore(tmp_path)
-    assert s2.recovered == 3 and s2.keys == {"k0000", "k0001", "k0002"}
+    assert s2.recovered == 4 and s2.keys == {"k0000", "k0001", "k0002", "k0003"}
     s2.close()
+
+
+def test_journal_write_failure_stops_appends(tmp_path, monkeypatch):
+    s = SampleStore(tmp_path, shard_rows=100)
+    s.append([rec(0)])
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("curator.store.journal.os.write", full)
+    with pytest.raises(StoreError, match=r"appending to journal .*No space left on device \(ENOSPC\)"):
+        s.append([rec(1)])
+    monkeypatch.undo()
+    with pytest.raises(StoreError):
+        s.append([rec(2)])  # nothing more is taken once the journal refused a write
+    s.close()
+    assert [r["key"] for r in scan_journal(journal_paths(tmp_path)[0]).rows] == ["k0000"]
 
 
 def _garble_row_group(path, group: int) -> None:
