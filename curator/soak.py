@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -221,7 +221,8 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def run_sessions(manifest: Path, out: Path, o: SoakOptions, logs: Path, max_final: int = 5) -> list[Session]:
+def run_sessions(manifest: Path, out: Path, o: SoakOptions, logs: Path, max_final: int = 5,
+                 burst_started: Callable[[], float | None] = lambda: None) -> list[Session]:
     """`curator run`, then `curator resume` after each of the `kills` SIGKILLs, until a session
     ends by itself with success (at most `max_final` such sessions, for runs that end with
     failed prompts after retries)."""
@@ -233,6 +234,7 @@ def run_sessions(manifest: Path, out: Path, o: SoakOptions, logs: Path, max_fina
     sessions: list[Session] = []
     killed: list[tuple[Session, int]] = []  # (session, its process group), not swept yet
     finals = 0
+    burst_killed, burst_at, next_poll = False, None, 0.0
 
     def sweep() -> None:
         # A killed run's children get a whole session to notice and exit by themselves (the
@@ -257,12 +259,21 @@ def run_sessions(manifest: Path, out: Path, o: SoakOptions, logs: Path, max_fina
                 # journals is over and the count grew) and the count passed this kill's random
                 # target; then a random few ms more, so the kill lands anywhere between fsyncs
                 # and compactions.
+                # The session running when the 429 burst starts is killed inside it (nothing is
+                # stored then, so a stored-count target could never land there).
                 target = max(targets[k], before + 1)
+                jitter = rng.uniform(0, 0.05)
                 while p.poll() is None and time.monotonic() < deadline:
                     if not (progress.journals() & old_journals) and progress.count() >= target:
                         break
+                    if burst_at is None and not burst_killed and o.burst_s > 0 and time.monotonic() >= next_poll:
+                        burst_at, next_poll = burst_started(), time.monotonic() + 0.1
+                    if burst_at is not None and not burst_killed and time.time() - burst_at < o.burst_s / 2:
+                        burst_killed = True
+                        jitter = rng.uniform(0, o.burst_s / 3)
+                        break
                     time.sleep(0.01)
-                time.sleep(rng.uniform(0, 0.05))
+                time.sleep(jitter)
                 if p.poll() is None:
                     sweep()
                     s.stored_at_kill = progress.count()
@@ -449,7 +460,7 @@ def soak(o: SoakOptions, workdir: Path | None = None) -> dict[str, Any]:
     try:
         manifest = write_manifest(work / "soak.yaml", srv.base_url, problems, out, o)
         t0, e0 = time.perf_counter(), time.time()
-        sessions = run_sessions(manifest, out, o, logs)
+        sessions = run_sessions(manifest, out, o, logs, burst_started=lambda: srv.stats().get("burst_started_at"))
         wall = time.perf_counter() - t0
         server_stats = srv.stats()
     finally:

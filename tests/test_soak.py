@@ -82,6 +82,7 @@ def test_soak_ci_size(tmp_path):
     assert all(0 < n < 2000 for n in f["stored_at_kills"])
     assert set(f["faults_injected"]) == set(FAULT_MIX)
     assert f["burst_started_s"] is not None
+    assert f["kills_in_burst"] == 1  # the session running when the burst started died inside it
     assert f["faults_injected"]["429"] > 0.10 * 2000
     assert f["requests_sent"] > 2000 and f["answers_served"] >= 2000
     assert f["orphans_after_kills"] == 0  # workers of a killed run exit by themselves
