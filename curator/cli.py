@@ -83,16 +83,14 @@ def _summary(result) -> None:
         + (f"; accepted {s.accepted}/{s.judged}" if s.judged else ""),
         highlight=False,
     )
-    from curator.redact import redact
-
     for e in s.errors[:5]:
-        err.print(f"  {redact(e)}", highlight=False, markup=False)
+        err.print(f"  {e}", highlight=False, markup=False)
     for notice in s.notices[:5]:
         err.print(f"  note: {notice}", highlight=False, markup=False)
     if s.usage_estimated:
         err.print(f"  note: tokens and cost include local estimates for {s.usage_estimated} samples (the teacher sent no usage)", highlight=False)
     if s.stop_reason:
-        err.print(f"stopped: {redact(s.stop_reason)}", highlight=False, markup=False)
+        err.print(f"stopped: {s.stop_reason}", highlight=False, markup=False)
     if s.failed:
         _fail(f"{s.failed} prompts failed after retries; `curator resume {result.out_dir}` sends them again", 3)
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from curator.pkgpath import is_pkg, resolve_pkg
+from curator.pkgpath import is_pkg, resolve_path, resolve_pkg
 
 
 class ManifestError(Exception):
@@ -140,10 +140,8 @@ class Manifest(_Strict):
         return v
 
     def resolve(self, p: str | Path) -> Path:
-        if is_pkg(p):
-            return resolve_pkg(str(p))
-        path = Path(p).expanduser()
-        return path if path.is_absolute() else (self.base_dir / path).resolve()
+        path = resolve_path(p, self.base_dir)
+        return path if is_pkg(p) else path.resolve()
 
     @property
     def output_dir(self) -> Path:

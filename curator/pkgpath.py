@@ -53,3 +53,11 @@ def resolve_pkg(spec: str) -> Path:
         if path.exists():
             return path
     raise PackageDataError(f"{spec!r}: package {package!r} has no {inner or '(empty path)'!r} (looked in {roots[0]})")
+
+
+def resolve_path(spec: str | Path, base_dir: Path) -> Path:
+    """A manifest or chain path: `pkg:` inside a package, else relative to the file's folder."""
+    if is_pkg(spec):
+        return resolve_pkg(str(spec))
+    p = Path(spec).expanduser()
+    return p if p.is_absolute() else base_dir / p

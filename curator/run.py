@@ -27,7 +27,7 @@ from curator.filters.base import FilterContext
 from curator.filters.chain import Chain, load_chain
 from curator.judging import IncrementalJudge
 from curator.progress import RunProgress
-from curator.redact import redact, register_secret
+from curator.redact import register_secret
 from curator.sampler import FatalRequestError, Job, Sampler, Stats, normalise_endpoint, request_params, sample_key
 from curator.sources import fingerprint, load_problems
 from curator.store import catalog
@@ -207,7 +207,7 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
                 raise
             # The full disk that stopped the store takes the receipt too: report the first error.
         if error is not None:
-            raise RunError(redact(error)) if not isinstance(error, RunError) else error
+            raise RunError(str(error)) if not isinstance(error, RunError) else error
         return RunResult(run_id, out_dir, stats, receipt, complete)
     finally:
         if chain is not None:
@@ -313,7 +313,7 @@ def write_receipt(manifest, out_dir, run_id, command, started, stats: Stats, sou
         "run_id": run_id,
         "command": command,
         "complete": complete,
-        "stop_reason": redact(stats.stop_reason) if stats.stop_reason else None,
+        "stop_reason": stats.stop_reason,
         "started_at": started,
         "ended_at": time.time(),
         "manifest": manifest.redacted(),
@@ -338,7 +338,7 @@ def write_receipt(manifest, out_dir, run_id, command, started, stats: Stats, sou
         # usage_estimated_samples > 0: the token and dollar totals include local estimates (no usage from the server)
         "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens, "usage_estimated_samples": stats.usage_estimated},
         "cost_usd": stats.cost_usd if (stats.cost_known and price_known) else None,
-        "errors": [redact(e) for e in stats.errors[:50]],
+        "errors": stats.errors[:50],  # redacted where they were made (sampler._one_line)
     }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(receipt, indent=2, default=str))

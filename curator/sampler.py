@@ -19,6 +19,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from curator.config import Manifest, Price
 from curator.cost import request_cost
 from curator.parse import Usage, read_usage, split_reasoning
+from curator.redact import redact
 from curator.ratelimit import RateLimiter, retry_after
 from curator.sources import Problem
 from curator.tokencount import TokenCounter, load_counter, prompt_tokens
@@ -127,8 +128,8 @@ def _one_line(exc: BaseException) -> str:
             msg = body["error"].get("message", msg)
         elif isinstance(body.get("message"), str):
             msg = body["message"]
-        return f"HTTP {exc.status_code}: {' '.join(str(msg).split())}"
-    text = " ".join(str(exc).split())
+        return redact(f"HTTP {exc.status_code}: {' '.join(str(msg).split())}")
+    text = redact(" ".join(str(exc).split()))  # a server's reply may quote our Authorization header
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

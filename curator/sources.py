@@ -26,8 +26,15 @@ class Problem:
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".jsonl.gz": "jsonl", ".ndjson.gz": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
-def _suffix(path: Path) -> str:
+def file_suffix(path: Path) -> str:
+    """`.jsonl.gz` for a gzipped file, else the last suffix, lowercased."""
     return "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
+
+
+def folder_files(folder: Path, suffixes) -> list[Path]:
+    """A folder's data files with these suffixes, in name order (one benchmark split across
+    files, like AIME 2025 I and II)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and file_suffix(p) in suffixes)
 
 
 def _is_saved_dataset(path: Path) -> bool:
@@ -39,7 +46,7 @@ def _detect_format(path: Path, fmt: str) -> str:
         return fmt
     if path.is_dir():
         return "hf"
-    return SUFFIX_FORMATS.get(_suffix(path), "jsonl")
+    return SUFFIX_FORMATS.get(file_suffix(path), "jsonl")
 
 
 def _files(path: Path, fmt: str) -> list[tuple[Path, str]]:
@@ -47,10 +54,10 @@ def _files(path: Path, fmt: str) -> list[tuple[Path, str]]:
     plain folder in name order (a benchmark split across files, like AIME 2025 I and II)."""
     if not path.is_dir() or _is_saved_dataset(path) or fmt == "hf":
         return [(path, _detect_format(path, fmt))]
-    files = sorted(p for p in path.iterdir() if p.is_file() and _suffix(p) in SUFFIX_FORMATS and (fmt == "auto" or SUFFIX_FORMATS[_suffix(p)] == fmt))
+    files = [p for p in folder_files(path, SUFFIX_FORMATS) if fmt == "auto" or SUFFIX_FORMATS[file_suffix(p)] == fmt]
     if not files:
         raise ManifestError(f"{path}: folder has no data files ({', '.join(SUFFIX_FORMATS)}) and is not a saved Hugging Face dataset (field 'source.path')")
-    return [(p, SUFFIX_FORMATS[_suffix(p)]) for p in files]
+    return [(p, SUFFIX_FORMATS[file_suffix(p)]) for p in files]
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

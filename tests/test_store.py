@@ -175,14 +175,15 @@ except OSError as e:
     assert list(tmp_path.iterdir()) == []
 
 
+def _disk_full(*a, **k):
+    raise OSError(28, "No space left on device")
+
+
 def test_shard_write_failure_keeps_journaling_and_the_next_start_compacts(tmp_path, monkeypatch):
     s = SampleStore(tmp_path, shard_rows=3)
     s.append([rec(0)])
 
-    def full(*a, **k):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr("curator.store.sample_store.write_atomic", full)
+    monkeypatch.setattr("curator.store.sample_store.write_atomic", _disk_full)
     s.append([rec(1), rec(2)])  # journaled (durable); the shard write behind it fails
     assert s.failed is not None and re.search(
         r"writing shard .*shards/shard-.*\.parquet failed: No space left on device \(ENOSPC\); free space, then `curator resume", str(s.failed)
@@ -201,10 +202,7 @@ def test_journal_write_failure_stops_appends(tmp_path, monkeypatch):
     s = SampleStore(tmp_path, shard_rows=100)
     s.append([rec(0)])
 
-    def full(*a, **k):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr("curator.store.journal.os.write", full)
+    monkeypatch.setattr("curator.store.journal.os.write", _disk_full)
     with pytest.raises(StoreError, match=r"appending to journal .*No space left on device \(ENOSPC\)"):
         s.append([rec(1)])
     monkeypatch.undo()

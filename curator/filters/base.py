@@ -54,8 +54,9 @@ class FilterContext:
             self._pool = None
 
     def resolve(self, path: str | Path) -> Path:
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else (self.base_dir / p)
+        from curator.pkgpath import resolve_path
+
+        return resolve_path(path, self.base_dir)
 
 
 class Filter:

@@ -25,21 +25,18 @@ from pydantic import Field
 
 from curator.dedup import _batches_by_bytes, ngram_doc_offsets, ngram_hashes, words
 from curator.filters.base import Filter, FilterContext, FilterParams, register, verdicts
-from curator.pkgpath import PackageDataError, is_pkg, resolve_pkg
+from curator.pkgpath import PackageDataError
+from curator.sources import file_suffix, folder_files
 
 AUTO_COLUMNS = ("problem", "question", "prompt", "text")
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".json", ".parquet", ".csv", ".tsv", ".txt")
-
-
-def _suffix(path: Path) -> str:
-    return "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
 
 
 def benchmark_files(path: Path) -> list[Path]:
     """A benchmark file, or a folder's data files in name order (AIME 2025 ships as I and II)."""
     if not path.is_dir():
         return [path]
-    files = sorted(p for p in path.iterdir() if p.is_file() and _suffix(p) in DATA_SUFFIXES)
+    files = folder_files(path, DATA_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"decontam: benchmark folder {path} has no data files ({', '.join(DATA_SUFFIXES)})")
     return files
@@ -47,7 +44,7 @@ def benchmark_files(path: Path) -> list[Path]:
 
 def read_benchmark(path: Path, column: str | None = None) -> list[str]:
     """The texts of one benchmark file, one per row (or line): `benchmark_row` indexes this list."""
-    suf = _suffix(path)
+    suf = file_suffix(path)
     if suf in (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz"):
         df = pl.read_ndjson(path, infer_schema_length=None)
     elif suf == ".json":
@@ -149,20 +146,15 @@ class Decontam(Filter):
 
     def __init__(self, params: FilterParams, ctx: FilterContext):
         super().__init__(params, ctx)
-        self.paths = [f for b in params.benchmarks for f in benchmark_files(self._locate(b, ctx))]
+        try:
+            located = [ctx.resolve(b) for b in params.benchmarks]
+        except PackageDataError as e:
+            raise FileNotFoundError(f"decontam: benchmark {e}") from None
+        self.paths = [f for p in located for f in benchmark_files(p)]
         missing = [str(p) for p in self.paths if not p.exists()]
         if missing:
             raise FileNotFoundError(f"decontam: benchmark file not found: {', '.join(missing)}")
         self._index: NgramIndex | None = None
-
-    @staticmethod
-    def _locate(spec: str, ctx: FilterContext) -> Path:
-        if not is_pkg(spec):
-            return ctx.resolve(spec)
-        try:
-            return resolve_pkg(spec)
-        except PackageDataError as e:
-            raise FileNotFoundError(f"decontam: benchmark {e}") from None
 
     @property
     def index(self) -> NgramIndex:

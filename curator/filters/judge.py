@@ -26,6 +26,7 @@ import polars as pl
 from pydantic import Field
 
 from curator.filters.base import Filter, FilterParams, register, verdicts
+from curator.redact import redact, register_secret
 
 CRITERIA = ("self_contained", "connected", "follows")
 
@@ -124,16 +125,6 @@ def _problem(row: dict[str, Any]) -> str:
         return ""
 
 
-_KEYLIKE = re.compile(r"\b(sk-|Bearer\s+)[A-Za-z0-9_\-*.]{6,}")
-
-
-def _redact(text: str, key: str) -> str:
-    """Error texts go into verdict details: never let the key (or a server's echo of it) in."""
-    if key and key != "EMPTY":
-        text = text.replace(key, "***")
-    return _KEYLIKE.sub(r"\1***", text)
-
-
 def run_sync(factory):
     """Run the coroutine `factory()` to completion from sync code, with or without a running loop here."""
     try:
@@ -176,6 +167,7 @@ class RubricJudge(Filter):
             key = os.environ.get(env)
             if not key:
                 raise ValueError(f"rubric_judge: environment variable {env} is not set (it should hold the judge's API key)")
+            register_secret(key)  # its own key, if not the teacher's: masked like the teacher's
         else:
             key = "EMPTY"  # local servers take any key
         return base_url, model, key
@@ -206,7 +198,7 @@ class RubricJudge(Filter):
                             model=model, messages=messages, temperature=p.temperature, max_tokens=p.max_tokens
                         )
                     except openai.OpenAIError as e:
-                        error = _redact(f"{type(e).__name__}: {e}", key)[:300]
+                        error = redact(f"{type(e).__name__}: {e}")[:300]  # verdict details never hold the key
                         continue
                     if r.usage is not None:
                         tokens += r.usage.total_tokens or 0

@@ -163,7 +163,7 @@ class TeacherState:
         return now - self.burst_from < b.duration_s
 
     def _choose_fault(self, body: bytes) -> str | None:
-        if self.config.fault_burst is not None and self._burst_active():
+        if self._burst_active():
             return self.config.fault_burst.fault
         if self.fail_first:
             h = blake2b(body, digest_size=16).digest()
@@ -191,7 +191,7 @@ class TeacherState:
         echo = f" (request had Authorization: {request.headers.get('Authorization')})" if c.echo_auth else ""
         if kind == "429":
             ra = c.retry_after_s
-            if c.fault_burst is not None and c.fault_burst.retry_after_s is not None and self._burst_active():
+            if self._burst_active() and c.fault_burst.retry_after_s is not None:
                 ra = c.fault_burst.retry_after_s
             return error_response(
                 429,

@@ -95,12 +95,7 @@ def read_journal(path: Path) -> Iterator[dict[str, Any]]:
     """The journal's records; a garbled line is skipped and named on stderr (once per process)."""
     from curator.store.shards import warn
 
-    with path.open("rb") as f:
-        for n, raw in enumerate(f, 1):
-            if not raw.endswith(b"\n"):
-                return  # torn write at a kill: never acknowledged
-            r = _parse(raw)
-            if r is not None:
-                yield r
-            elif raw.strip():
-                warn(f"{path}: line {n} is garbled (not a JSON record); skipped, `curator resume` requests its answer again")
+    scan = scan_journal(path)  # a journal holds at most one shard's rows
+    for n in scan.bad_lines:
+        warn(f"{path}: line {n} is garbled (not a JSON record); skipped, `curator resume` requests its answer again")
+    yield from scan.rows

@@ -26,7 +26,7 @@ from curator.errors import StoreError, store_error
 from curator.records import SAMPLE_SCHEMA
 from curator.store import catalog
 from curator.store.journal import Journal, read_journal, scan_journal
-from curator.store.shards import check_shard, new_shard_name, readable_parquet, records_to_table, remove_partials, salvage_rows, write_atomic
+from curator.store.shards import new_shard_name, read_checked, readable_parquet, records_to_table, remove_partials, salvage_rows, write_atomic
 
 QUARANTINE = "quarantine"
 
@@ -86,23 +86,26 @@ class SampleStore:
         try:
             remove_partials(out_dir / "shards")
             remove_partials(out_dir / "verdicts")
+            # One pass over the shards' key and seq columns gives the stored keys, the next seq
+            # and which shards are unreadable.
+            self.keys: set[str] = set()
+            self._last_seq = -1
             self.quarantined = self._quarantine()  # before recovery: a journal may still hold a lost shard's rows
             self.recovered = self._recover()
-            self.keys = stored_keys(out_dir)
-            self.next_seq = self._max_seq() + 1
+            self.next_seq = self._last_seq + 1
         except BaseException:
             self._unlock()
             raise
         self._pending: list[dict[str, Any]] = []  # journaled rows not yet in a shard
         self.new_shards: list[Path] = []
 
-    def _max_seq(self) -> int:
-        best = -1
-        for p in shard_paths(self.out_dir):
-            col = pq.read_table(p, columns=["seq"]).column("seq")
-            if len(col):
-                best = max(best, max(v for v in col.to_pylist() if v is not None))
-        return best
+    def _remember(self, keys: list[str], seqs: list[int | None]) -> None:
+        self.keys.update(keys)
+        self._last_seq = max([self._last_seq, *(s for s in seqs if s is not None)])
+
+    def _write_recovered(self, rows: list[dict[str, Any]]) -> None:
+        self._write_shard(rows)
+        self._remember([r["key"] for r in rows], [r.get("seq") for r in rows])
 
     def _notice(self, message: str) -> None:
         self.notices.append(message)
@@ -135,26 +138,21 @@ class SampleStore:
         shards = self.out_dir / "shards"
         bad = []
         for p in sorted(shards.glob("*.parquet")) if shards.exists() else []:
-            problem = check_shard(p, ["key", "seq"])
-            if problem is not None:
+            table, problem = read_checked(p, ["key", "seq"])
+            if problem is None:
+                self._remember(table.column("key").to_pylist(), table.column("seq").to_pylist())
+            else:
                 bad.append((p, problem))
-        good_keys: set[str] = set()
-        if bad:
-            broken = {b for b, _ in bad}
-            for p in sorted(shards.glob("*.parquet")):
-                if p not in broken:
-                    good_keys.update(pq.read_table(p, columns=["key"]).column("key").to_pylist())
         for p, problem in bad:
-            rows = [r for r in salvage_rows(p) if r.get("key") not in good_keys]
+            rows = [r for r in salvage_rows(p) if isinstance(r.get("key"), str) and r["key"] not in self.keys]
             if rows:
-                self._write_shard(rows)
-                good_keys.update(r["key"] for r in rows)
+                self._write_recovered(rows)
             dest = self._move_to_quarantine(p)
             moved.append(dest)
             self._notice(f"{p}: unreadable shard ({problem}); moved to {dest}, {len(rows)} rows salvaged, the rest will be requested again")
         vdir = self.out_dir / "verdicts"
         for p in sorted(vdir.glob("*.parquet")) if vdir.exists() else []:
-            problem = check_shard(p, ["key", "step"])
+            _, problem = read_checked(p, ["key", "step"])
             if problem is not None:
                 dest = self._move_to_quarantine(p)
                 moved.append(dest)
@@ -167,22 +165,19 @@ class SampleStore:
         leftovers = journal_paths(self.out_dir)
         if not leftovers:
             return 0
-        in_shards: set[str] = set()
-        for p in shard_paths(self.out_dir):
-            in_shards.update(pq.read_table(p, columns=["key"]).column("key").to_pylist())
         rows: dict[str, dict[str, Any]] = {}
-        garbled: list[tuple[Path, list[int]]] = []
+        garbled: dict[Path, list[int]] = {}
         for p in leftovers:
             scan = scan_journal(p)
             if scan.bad_lines:
-                garbled.append((p, scan.bad_lines))
+                garbled[p] = scan.bad_lines
             for r in scan.rows:
-                if r["key"] not in in_shards:
+                if r["key"] not in self.keys:
                     rows.setdefault(r["key"], r)
         if rows:
-            self._write_shard(list(rows.values()))
+            self._write_recovered(list(rows.values()))
         for p in leftovers:
-            bad = next((lines for g, lines in garbled if g == p), None)
+            bad = garbled.get(p)
             if bad is None:
                 p.unlink()
                 continue

@@ -1,12 +1,13 @@
 """Immutable zstd Parquet shards, written atomically (temp file, fsync, rename, fsync dir).
 
 A shard that cannot be read (cut short by a power loss, garbled bytes) is never deleted:
-`check_shard` finds it, `salvage_rows` reads the row groups that are still intact, and the store
+`read_checked` finds it, `salvage_rows` reads the row groups that are still intact, and the store
 moves the file to OUT/quarantine/ (see sample_store)."""
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -109,16 +110,15 @@ def footer_problem(path: Path) -> str | None:
     return _FOOTER_OK[sig]
 
 
-def check_shard(path: Path, columns: list[str]) -> str | None:
-    """Why the shard cannot be read (footer, or the given columns of every row group), or None."""
+def read_checked(path: Path, columns: list[str]) -> tuple[pa.Table | None, str | None]:
+    """The given columns of every row group, page checksums verified, or why they cannot be read."""
     problem = footer_problem(path)
     if problem is not None:
-        return problem
+        return None, problem
     try:
-        pq.ParquetFile(path, page_checksum_verification=True).read(columns=columns)
+        return pq.ParquetFile(path, page_checksum_verification=True).read(columns=columns), None
     except Exception as e:
-        return _problem(e)
-    return None
+        return None, _problem(e)
 
 
 def salvage_rows(path: Path) -> list[dict[str, Any]]:
@@ -137,16 +137,13 @@ def salvage_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-_WARNED: set[tuple[str, str]] = set()
+_WARNED: set[str] = set()
 
 
 def warn(message: str) -> None:
     """One line on stderr, once per process (readers call in here on every query)."""
-    import sys
-
-    key = ("msg", message)
-    if key not in _WARNED:
-        _WARNED.add(key)
+    if message not in _WARNED:
+        _WARNED.add(message)
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
