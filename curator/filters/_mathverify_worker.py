@@ -337,9 +337,12 @@ def judge(
 # --------------------------------------------------------------------------------------------
 # the worker process
 
-def _worker_main(conn) -> None:
+def _worker_main(conn, parent: int) -> None:
     import signal
 
+    from curator.lifeline import exit_with_parent
+
+    exit_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     try:
         import math_verify  # noqa: F401  (warm: sympy, latex2sympy, antlr)
@@ -348,12 +351,8 @@ def _worker_main(conn) -> None:
     except Exception:
         pass
     conn.send(("ready", None))
-    parent = os.getppid()
     while True:
         try:
-            while not conn.poll(2.0):
-                if os.getppid() != parent:
-                    return  # the parent died without closing us
             msg = conn.recv()
         except (EOFError, OSError):
             return
@@ -379,7 +378,7 @@ class _Worker:
     def __init__(self, ctx):
         parent, child = ctx.Pipe(duplex=True)
         self.conn = parent
-        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="curator-mathverify")
+        self.proc = ctx.Process(target=_worker_main, args=(child, os.getpid()), daemon=True, name="curator-mathverify")
         self.proc.start()
         child.close()
         self.ready = False

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 import pkgutil
+import os
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,9 @@ class FilterContext:
 
     def pool(self) -> Executor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers)
+            from curator.lifeline import exit_with_parent
+
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, initializer=exit_with_parent, initargs=(os.getpid(),))
         return self._pool
 
     def close(self) -> None:

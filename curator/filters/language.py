@@ -330,23 +330,11 @@ def _pool(workers: int):
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
+        from curator.lifeline import exit_with_parent
+
         if _POOL is not None:
             _POOL[1].shutdown()
         _POOL = (workers, ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                              initializer=_exit_with_parent, initargs=(os.getpid(),)))
+                                              initializer=exit_with_parent, initargs=(os.getpid(),)))
     return _POOL[1]
 
-
-def _exit_with_parent(parent: int) -> None:
-    """A spawned worker waits on a queue it also holds a write end of, so it never sees EOF when
-    the run is killed with SIGKILL: without this it (and the resource tracker) lived on forever,
-    ~100 MB each, after every `kill -9` (bench/soak.py counts them)."""
-    import threading
-    import time
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

@@ -1,0 +1,102 @@
+"""Worker processes of a killed run end by themselves.
+
+Each case starts a real process that starts a pool and hands its workers a task that blocks
+(or kills itself while the workers are still starting); the test sends SIGKILL to that process
+only and then watches the workers' pids. Before `curator.lifeline`, a Math-Verify worker that
+was busy, or still warming up when the run died, lived on for good (CI's soak found two)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MATHVERIFY_BUSY = """
+import threading
+from curator.filters._mathverify_worker import VerifyPool
+pool = VerifyPool(2, idle_s=None)
+t = threading.Thread(target=pool.run, args=([{"gold": "1", "pred": "1", "timeout_s": 60, "_test_block_s": 60}] * 2,), daemon=True)
+t.start()
+import time
+while not all(w.task is not None for w in pool._workers) or len(pool._workers) < 2:
+    time.sleep(0.01)
+print(" ".join(str(w.proc.pid) for w in pool._workers), flush=True)
+time.sleep(120)
+"""
+
+MATHVERIFY_STARTING = """
+from curator.filters._mathverify_worker import VerifyPool
+pool = VerifyPool(2, idle_s=None)
+pool._ensure()
+print(" ".join(str(w.proc.pid) for w in pool._workers), flush=True)
+import time
+time.sleep(120)
+"""
+
+FILTER_POOL = """
+import time
+from curator.filters.base import FilterContext
+pool = FilterContext(workers=2).pool()
+futs = [pool.submit(time.sleep, 120) for _ in range(2)]
+while len(pool._processes) < 2:
+    time.sleep(0.01)
+print(" ".join(str(p) for p in pool._processes), flush=True)
+time.sleep(120)
+"""
+
+LANGUAGE_POOL = """
+if __name__ == "__main__":
+    import time
+    from curator.filters.language import _pool
+    pool = _pool(2)
+    futs = [pool.submit(time.sleep, 120) for _ in range(2)]
+    while len(pool._processes) < 2 or not all(f.running() for f in futs):
+        time.sleep(0.01)
+    print(" ".join(str(p) for p in pool._processes), flush=True)
+    time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
+@pytest.mark.parametrize("script", [MATHVERIFY_BUSY, MATHVERIFY_STARTING, FILTER_POOL, LANGUAGE_POOL],
+                         ids=["mathverify-busy", "mathverify-starting", "filter-pool", "language-pool"])
+def test_workers_exit_when_the_run_is_killed(tmp_path: Path, script: str) -> None:
+    path = tmp_path / "run.py"
+    path.write_text(script)
+    proc = subprocess.Popen([sys.executable, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    pids: list[int] = []
+    try:
+        line = proc.stdout.readline()
+        pids = [int(p) for p in line.split()]
+        assert len(pids) == 2, f"the script printed {line!r}"
+        assert all(_alive(p) for p in pids)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = [p for p in pids if _alive(p)]
+        assert not left, f"workers still alive 5 s after their run was killed: {left}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
