@@ -29,7 +29,7 @@ def test_rpm_limit_spaces_requests():
         return time.monotonic() - t
 
     elapsed = asyncio.run(go())
-    assert 0.25 <= elapsed < 0.6
+    assert 0.25 <= elapsed < 1.0  # 3 x 0.1 s; the upper bound only has to catch a wrong rate
 
 
 def test_tpm_reserve_and_refund():
