@@ -216,6 +216,23 @@ def test_math_filter_reads_aime_and_gsm8k_golds():
     assert all(v[f"{p.id}/wrong"] == (False, "wrong_answer") for p in ps)
 
 
+def test_ready_math_chain_decontaminates_against_aime_and_gpqa():
+    """filters/r1-math-decontam.yaml (the GSM8K manifests' chain): its `pkg:` benchmark paths
+    resolve, a prompt that is an AIME problem or a GPQA question is rejected with the file and row
+    named, and real GSM8K problems pass."""
+    chain = load_chain("filters/r1-math-decontam.yaml", FilterContext(base_dir=ROOT))
+    step = next(s for s in chain.steps if s.filter.name == "decontam")
+    aime, gpqa, gsm = load(AIME, "aime"), load(GPQA, "gpqa"), load(GSM8K, "gsm8k")[:200]
+    texts = [("aime", aime[7].problem), ("gpqa", "Consider this: " + gpqa[11].row["question"])]
+    texts += [(f"gsm/{i}", p.problem) for i, p in enumerate(gsm)]
+    df = pl.DataFrame({"key": [k for k, _ in texts], "problem": [t for _, t in texts], "completion": ["\\boxed{1}"] * len(texts)})
+    out = step.filter.apply(df)
+    bad = {k: json.loads(d) for k, p, d in zip(out["key"], out["passed"], out["details"]) if not p}
+    assert set(bad) == {"aime", "gpqa"}
+    assert bad["aime"]["benchmark"].endswith(".jsonl") and "aime2025" in bad["aime"]["benchmark"]
+    assert bad["gpqa"]["benchmark"].endswith("gpqa_diamond.csv")
+
+
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox needs Linux")
 
 
@@ -239,7 +256,8 @@ def test_gsm8k_manifest_end_to_end_against_the_local_teacher(tmp_path, server):
     url = server(problems=str(resolve_pkg(GSM8K)), problem_column="question", mix={"right": 0.7, "wrong": 0.3}, cot_words=40)
     data["source"]["limit"] = 10
     data["prompt"] = str(ROOT / "prompts" / "math-think.yaml")
-    data["filters"] = str(ROOT / "filters" / "r1-math.yaml")
+    assert data["filters"] == "../filters/r1-math-decontam.yaml"
+    data["filters"] = str(ROOT / "filters" / "r1-math-decontam.yaml")
     data["output"] = str(tmp_path / "out")
     data["teacher"].update(base_url=url, api_key_env=None, price={"input": 0.55, "output": 2.19})
     data["teacher"]["params"].update(n=2, max_tokens=2048)
@@ -261,6 +279,9 @@ def test_gsm8k_manifest_end_to_end_against_the_local_teacher(tmp_path, server):
         assert passed == is_right and reason == (None if is_right else "wrong_answer"), (pid, gold, completion)
     assert 0 < right < 20  # both outcomes were exercised
     assert query(out, "SELECT count(*) FROM samples WHERE accepted")[0][0] >= 1
+    # The chain's decontamination step judged every sample against the real AIME / GPQA files,
+    # and no GSM8K problem or answer shares an 8-word run with them.
+    assert query(out, "SELECT count(*), count(*) FILTER (WHERE passed) FROM verdicts WHERE filter = 'decontam'")[0] == (20, 20)
 
     # The receipt's resolved manifest keeps the pkg: path (it resolves on any machine with the
     # package), and `curator resume` reads it back and finds nothing left to buy.
