@@ -9,6 +9,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _rescue_dir(tmp_path_factory, monkeypatch):
+    """Rescue journals (written when an output's own journal cannot be) stay inside the test's
+    temp dirs, never in ~/.cache; subprocesses inherit the variable."""
+    monkeypatch.setenv("CURATOR_RESCUE_DIR", str(tmp_path_factory.mktemp("rescue")))
+
+
 def write_problems(path: Path, n: int = 6) -> Path:
     rows = [{"id": f"p{i}", "question": f"Tom has {i + 3} apples and buys {i + 2} more. How many now?", "answer": f"#### {2 * i + 5}"} for i in range(n)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -20,7 +20,8 @@ import pytest
 from conftest import ROOT, cli, write_manifest
 from curator.server.config import ServerConfig
 from curator.server.runner import ServerProcess
-from curator.store.sample_store import QUARANTINE, journal_paths, stored_keys
+from curator.store.journal import read_journal
+from curator.store.sample_store import QUARANTINE, journal_paths, rescue_paths, stored_keys
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux mounts and file attributes")
 
@@ -126,6 +127,37 @@ def test_disk_full_while_writing_a_shard_then_resume(tmp_path, teacher, tmpfs):
 
     subprocess.run(["mount", "-o", "remount,size=64m", str(out / "shards")], check=True)  # free space
     _resume_completes(out, url, stored)
+
+
+def test_disk_full_under_the_journal_keeps_answers_in_flight_in_a_rescue_journal(tmp_path, teacher, tmpfs, monkeypatch):
+    """The journal's own disk fills: the answers still arriving (paid for) go to a rescue journal
+    on another disk, the error line names it, and resume stores them without buying them again."""
+    rescue = tmp_path / "rescue"
+    monkeypatch.setenv("CURATOR_RESCUE_DIR", str(rescue))
+    url = teacher()
+    m = manifest(tmp_path, url, shard_rows=30, concurrency=8)
+    out = tmp_path / "out"
+    tmpfs(out / "journal", 8)  # a few answers (~1.5 kB each), not a journal of 30
+    r = cli("run", m, "--no-progress", timeout=300)
+    assert r.returncode == 2, r.stderr
+    line = one_error_line(r.stderr)
+    assert f"appending to journal {out}/journal/" in line and "No space left on device (ENOSPC)" in line, line
+    rescued = rescue_paths(out)
+    assert len(rescued) == 1 and f"kept in {rescued[0]} on another disk" in line and "curator resume" in line, line
+    in_rescue = {r["key"] for r in read_journal(rescued[0])}
+    stored = stored_keys(out)  # OUT's journal (the lines written before the disk filled) and shards
+    assert in_rescue and stored and not in_rescue & stored
+    # Nothing paid for is lost: every answer the teacher sent is in OUT or in the rescue journal.
+    assert server_stats(url)["requests"] == len(stored | in_rescue) // N < PROBLEMS
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(out / "journal")], check=True)  # free space
+    sent_before = server_stats(url)["requests"]
+    r = cli("resume", out, "--no-progress", timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"stored {len(in_rescue)} answers from rescue journal(s) {rescued[0]}" in r.stderr, r.stderr
+    assert server_stats(url)["requests"] - sent_before == PROBLEMS - len(stored | in_rescue) // N
+    assert raw_keys(out) == (PROBLEMS * N, PROBLEMS * N)
+    assert not rescue_paths(out) and not journal_paths(out)
 
 
 def test_permission_denied_on_the_shard_directory_then_resume(tmp_path, teacher):

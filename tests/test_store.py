@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curator.store import catalog
-from curator.store.sample_store import SampleStore, StoreLocked, journal_paths, shard_paths, stored_keys
+from curator.store.sample_store import SampleStore, StoreLocked, journal_paths, rescue_paths, shard_paths, stored_keys
 
 
 def rec(i, **kw):
@@ -198,18 +198,33 @@ def test_shard_write_failure_keeps_journaling_and_the_next_start_compacts(tmp_pa
     s2.close()
 
 
-def test_journal_write_failure_stops_appends(tmp_path, monkeypatch):
-    s = SampleStore(tmp_path, shard_rows=100)
+def test_journal_write_failure_goes_to_the_rescue_journal_and_the_next_start_stores_it(tmp_path, monkeypatch):
+    out, rescue = tmp_path / "out", tmp_path / "rescue"
+    monkeypatch.setenv("CURATOR_RESCUE_DIR", str(rescue))
+    s = SampleStore(out, shard_rows=100)
     s.append([rec(0)])
 
-    monkeypatch.setattr("curator.store.journal.os.write", _disk_full)
-    with pytest.raises(StoreError, match=r"appending to journal .*No space left on device \(ENOSPC\)"):
-        s.append([rec(1)])
-    monkeypatch.undo()
-    with pytest.raises(StoreError):
-        s.append([rec(2)])  # nothing more is taken once the journal refused a write
+    # No disk takes a write (os.write is the same function for every journal): the call raises
+    # and nothing of it counts as stored.
+    with monkeypatch.context() as m:
+        m.setattr("curator.store.journal.os.write", _disk_full)
+        with pytest.raises(StoreError, match=r"appending to journal .*No space left on device \(ENOSPC\)"):
+            s.append([rec(1)])
+    assert "k0001" not in s.keys and s.failed is not None
+    # Another disk has room again: OUT's journal is not tried any more, later answers go to the
+    # rescue journal, and `failed` (what the run reports) names it.
+    s.append([rec(2), rec(3)])
+    assert {"k0002", "k0003"} <= s.keys
+    rescued = rescue_paths(out)
+    assert len(rescued) == 1 and rescued[0].is_relative_to(rescue) and str(rescued[0]) in str(s.failed)
     s.close()
-    assert [r["key"] for r in scan_journal(journal_paths(tmp_path)[0]).rows] == ["k0000"]
+    assert [r["key"] for r in scan_journal(journal_paths(out)[0]).rows] == ["k0000"]
+
+    s2 = SampleStore(out)
+    assert s2.keys == {"k0000", "k0002", "k0003"} and s2.recovered == 3
+    assert any("stored 2 answers from rescue journal" in n for n in s2.notices), s2.notices
+    assert not rescue_paths(out) and not list(rescue.iterdir())  # stored, then removed
+    s2.close()
 
 
 def _garble_row_group(path, group: int) -> None:

@@ -8,13 +8,23 @@ Layout of OUT/:
     catalog.duckdb         views over the above + the runs table
     quarantine/            files found unreadable at start (never deleted: paid data); their
                            readable rows were copied back into a new shard first
+
+When the journal itself cannot be written (its disk is full or read-only), answers still arriving
+(already paid for) go to a rescue journal on another disk: ~/.cache/curator/rescue, else the
+temp dir ($CURATOR_RESCUE_DIR, when set, is the only place), in a folder named for OUT's
+absolute path. The next
+start on OUT stores them like any leftover journal; the error line names the file, so it can also
+be copied into OUT/journal/ by hand.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -46,6 +56,21 @@ def shard_paths(out_dir: Path) -> list[Path]:
 def journal_paths(out_dir: Path) -> list[Path]:
     d = out_dir / "journal"
     return sorted(d.glob("*.jsonl")) if d.exists() else []
+
+
+RESCUE_ENV = "CURATOR_RESCUE_DIR"
+
+
+def rescue_dirs(out_dir: Path) -> list[Path]:
+    """Where OUT's rescue journals go, in the order tried (see the module doc)."""
+    tag = hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:16]
+    chosen = os.environ.get(RESCUE_ENV)
+    roots = [Path(chosen)] if chosen else [Path.home() / ".cache" / "curator" / "rescue", Path(tempfile.gettempdir()) / "curator-rescue"]
+    return [r / tag for r in roots]
+
+
+def rescue_paths(out_dir: Path) -> list[Path]:
+    return [p for d in rescue_dirs(out_dir) if d.is_dir() for p in sorted(d.glob("*.jsonl"))]
 
 
 def stored_keys(out_dir: Path) -> set[str]:
@@ -83,6 +108,7 @@ class SampleStore:
         self.failed: StoreError | None = None  # set once a write failed: the journal is then the only copy
         self.journal_failed: StoreError | None = None  # the journal refused a write: nothing more is stored
         self._journal: Journal | None = None
+        self._rescue: Journal | None = None
         try:
             remove_partials(out_dir / "shards")
             remove_partials(out_dir / "verdicts")
@@ -117,7 +143,7 @@ class SampleStore:
         dest = qdir / path.name
         if dest.exists():
             dest = qdir / f"{path.stem}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}{path.suffix}"
-        os.replace(path, dest)
+        shutil.move(path, dest)  # a rescue journal may sit on another disk
         return dest
 
     def _write_shard(self, rows: list[dict[str, Any]]) -> Path:
@@ -162,24 +188,34 @@ class SampleStore:
     def _recover(self) -> int:
         """Compact journals left by a killed run; rows already in a shard are dropped. A journal with
         lines that do not parse is kept in quarantine/ instead of removed (its good lines are stored)."""
-        leftovers = journal_paths(self.out_dir)
+        rescued = rescue_paths(self.out_dir)
+        leftovers = journal_paths(self.out_dir) + rescued
         if not leftovers:
             return 0
         rows: dict[str, dict[str, Any]] = {}
         garbled: dict[Path, list[int]] = {}
+        from_rescue = 0
         for p in leftovers:
             scan = scan_journal(p)
             if scan.bad_lines:
                 garbled[p] = scan.bad_lines
             for r in scan.rows:
-                if r["key"] not in self.keys:
-                    rows.setdefault(r["key"], r)
+                if r["key"] not in self.keys and r["key"] not in rows:
+                    rows[r["key"]] = r
+                    from_rescue += p in rescued
         if rows:
             self._write_recovered(list(rows.values()))
+        if rescued:
+            self._notice(f"stored {from_rescue} answers from rescue journal(s) {', '.join(map(str, rescued))} (kept there when {self.out_dir / 'journal'} could not be written)")
         for p in leftovers:
             bad = garbled.get(p)
             if bad is None:
                 p.unlink()
+                if p in rescued:
+                    try:
+                        p.parent.rmdir()
+                    except OSError:
+                        pass  # another rescue file is still there
                 continue
             dest = self._move_to_quarantine(p)
             shown = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
@@ -188,23 +224,27 @@ class SampleStore:
 
     def append(self, records: list[dict[str, Any]]) -> None:
         """Durably store answers (journal + fsync); compact into a shard when the journal is full.
-        Raises StoreError (path + OS error) when the disk refuses; nothing of that call counts as stored."""
-        if self.journal_failed is not None:
-            raise self.journal_failed
+
+        When the journal cannot be written, these answers and later ones go to a rescue journal on
+        another disk and `failed` is set (the caller stops buying). Raises StoreError (path + OS
+        error) only when no disk takes them; nothing of that call then counts as stored."""
         fresh = [r for r in records if r["key"] not in self.keys]
         if not fresh:
             return
         for r in fresh:
             r["seq"] = self.next_seq
             self.next_seq += 1
-        if self._journal is None:
-            self._journal = Journal(self.out_dir / "journal" / f"{uuid.uuid4().hex}.jsonl")
-        try:
-            self._journal.append(fresh)
-        except StoreError as e:
-            self.journal_failed = e
-            self.failed = self.failed or e
-            raise
+        if self.journal_failed is None:
+            try:
+                if self._journal is None:
+                    self._journal = Journal(self.out_dir / "journal" / f"{uuid.uuid4().hex}.jsonl")
+                self._journal.append(fresh)
+            except StoreError as e:
+                self.journal_failed = e
+        if self.journal_failed is not None:
+            self._append_rescue(fresh)
+            self.keys.update(r["key"] for r in fresh)
+            return
         self.keys.update(r["key"] for r in fresh)
         self._pending.extend(fresh)
         if len(self._pending) >= self.shard_rows and self.failed is None:
@@ -215,6 +255,40 @@ class SampleStore:
                 # (the journal may well sit on a disk with room): the caller stops buying and
                 # reads `failed`; the next start compacts the journal.
                 pass
+
+    def _append_rescue(self, rows: list[dict[str, Any]]) -> None:
+        err = self.journal_failed
+        assert err is not None
+        if self._rescue is not None:
+            try:
+                self._rescue.append(rows)
+                return
+            except StoreError:
+                self._rescue.close()
+                self._rescue = None
+        for d in rescue_dirs(self.out_dir):
+            try:
+                d.mkdir(parents=True, exist_ok=True, mode=0o700)
+                j = Journal(d / f"{uuid.uuid4().hex}.jsonl")
+            except (OSError, StoreError):
+                continue
+            try:
+                j.append(rows)
+            except StoreError:
+                j.close()
+                for gone in (j.path.unlink, d.rmdir):
+                    try:
+                        gone()
+                    except OSError:
+                        pass
+                continue
+            self._rescue = j
+            if self.failed is None or self.failed is err:
+                self.failed = StoreError(f"{err.args[0]} (answers arriving since are kept in {j.path} on another disk; "
+                                         f"resume stores them, or copy the file into {self.out_dir / 'journal'})")
+            return
+        self.failed = self.failed or err
+        raise err
 
     def compact(self) -> Path | None:
         if self._journal is None or self.failed is not None:
@@ -259,4 +333,6 @@ class SampleStore:
         finally:
             if self._journal is not None and self.failed is not None:
                 self._journal.close()
+            if self._rescue is not None:
+                self._rescue.close()
             self._unlock()
