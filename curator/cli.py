@@ -109,6 +109,8 @@ def status(out: Path, as_json: bool = typer.Option(False, "--json", help="print 
     est = info.get("usage_estimated_samples") or 0
     print(f"tokens: prompt {info['prompt_tokens']:,}, completion {info['completion_tokens']:,}; cost {cost}"
           + (f" (includes estimated usage of {est} samples: the teacher sent no token counts)" if est else ""))
+    if info.get("in_rescue"):
+        print(f"{info['in_rescue']} of them are in a rescue journal (OUT's journal could not be written); `curator resume {out}` stores them")
     for r in info["runs"]:
         print(f"  run {r['run_id']} ({r['command']}): {r['status']}, {r['samples']} samples")
 

@@ -369,9 +369,10 @@ def resume(out_dir: Path, *, progress: bool = True) -> RunResult:
 
 def status(out_dir: Path) -> dict[str, Any]:
     """Counts, tokens and cost so far: aggregates in DuckDB over the shards, plus the journal
-    rows a running (or killed) run has not compacted yet; no trace text is loaded."""
+    rows a running (or killed) run has not compacted yet and rescue journal rows; no trace text
+    is loaded."""
     from curator.store.journal import read_journal
-    from curator.store.sample_store import journal_paths
+    from curator.store.sample_store import journal_paths, rescue_paths
 
     if not (out_dir / RESOLVED_MANIFEST).exists():
         raise RunError(f"{out_dir}: not a curator output directory (no {RESOLVED_MANIFEST})")
@@ -388,9 +389,12 @@ def status(out_dir: Path) -> dict[str, Any]:
     finally:
         con.close()
     in_shards = keys
-    for path in journal_paths(out_dir):
+    rescued = rescue_paths(out_dir)
+    in_rescue = 0
+    for path in journal_paths(out_dir) + rescued:
         for r in read_journal(path):
             keys += 1
+            in_rescue += path in rescued
             prompts.add(r.get("prompt_id"))
             pt += r.get("prompt_tokens") or 0
             ct += r.get("completion_tokens") or 0
@@ -402,7 +406,8 @@ def status(out_dir: Path) -> dict[str, Any]:
     return {
         "name": manifest.name,
         "stored": keys,
-        "in_journal": keys - in_shards,
+        "in_journal": keys - in_shards - in_rescue,
+        "in_rescue": in_rescue,  # kept on another disk when OUT's journal could not be written
         "prompts": len(prompts),
         "prompt_tokens": int(pt),
         "completion_tokens": int(ct),

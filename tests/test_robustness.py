@@ -149,6 +149,11 @@ def test_disk_full_under_the_journal_keeps_answers_in_flight_in_a_rescue_journal
     assert in_rescue and stored and not in_rescue & stored
     # Nothing paid for is lost: every answer the teacher sent is in OUT or in the rescue journal.
     assert server_stats(url)["requests"] == len(stored | in_rescue) // N < PROBLEMS
+    # `status` counts them too, and says where they are.
+    st = cli("status", out)
+    assert st.returncode == 0 and f"{len(in_rescue)} of them are in a rescue journal" in st.stdout, st.stdout + st.stderr
+    info = json.loads(cli("status", out, "--json").stdout)
+    assert (info["stored"], info["in_rescue"]) == (len(stored) + len(in_rescue), len(in_rescue))
 
     subprocess.run(["mount", "-o", "remount,size=64m", str(out / "journal")], check=True)  # free space
     sent_before = server_stats(url)["requests"]
