@@ -2,24 +2,56 @@
 
 A worker forked or spawned by a run waits on a pipe or queue whose write end its siblings also
 hold, so a `kill -9` of the run never reaches it as EOF; without a watch it lives on (~100 MB
-each) after every kill. The parent's pid is passed in from the parent, not read with getppid()
-in the child: a run killed while the child was still starting would otherwise be missed."""
+each) after every kill. The run's pid is passed in from the run, not read with getppid() in the
+child: a run killed while the child was still starting would otherwise be missed."""
 
 from __future__ import annotations
 
 import os
+import select
 import threading
 import time
+from collections.abc import Callable
 
 
-def exit_with_parent(parent: int, interval_s: float = 0.2) -> None:
-    """Start a daemon thread that ends this process as soon as `parent` is no longer its parent."""
+def _watch_pid(pid: int) -> Callable[[], bool] | None:
+    """An `alive()` check for a process that is not our parent; None if it is already gone."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    except (AttributeError, OSError):  # no pidfd (old kernel, not Linux): signal 0 probes it
+        def probe() -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+            return True
+
+        return probe if probe() else None
+    return lambda: not select.select([fd], [], [], 0)[0]  # a pidfd turns readable when the process ends
+
+
+def exit_with_parent(run_pid: int, interval_s: float = 0.2) -> None:
+    """Start a daemon thread that ends this process as soon as the run `run_pid` is gone.
+
+    Under fork and spawn the run is our parent, and a changed getppid() says it died. Under a fork
+    server (Python 3.14's default start method on Linux) the parent is the server, so the run's
+    pid itself is watched."""
+    if os.getppid() == run_pid:
+        def alive() -> bool:
+            return os.getppid() == run_pid
+    else:
+        watched = _watch_pid(run_pid)
+        if watched is None:
+            os._exit(0)
+        alive = watched
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while alive():
             time.sleep(interval_s)
         os._exit(0)
 
-    if os.getppid() != parent:
-        os._exit(0)
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

@@ -51,6 +51,23 @@ print(" ".join(str(p) for p in pool._processes), flush=True)
 time.sleep(120)
 """
 
+FORKSERVER_POOL = """
+if __name__ == "__main__":
+    import multiprocessing as mp
+    import os
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+    from curator.lifeline import exit_with_parent
+    # Python 3.14's default start method: the workers' parent is the fork server, not the run.
+    pool = ProcessPoolExecutor(2, mp_context=mp.get_context("forkserver"), initializer=exit_with_parent, initargs=(os.getpid(),))
+    assert pool.submit(sum, [1, 2]).result(timeout=60) == 3  # the watch does not end a live run's workers
+    futs = [pool.submit(time.sleep, 120) for _ in range(2)]
+    while len(pool._processes) < 2 or not all(f.running() for f in futs):
+        time.sleep(0.01)
+    print(" ".join(str(p) for p in pool._processes), flush=True)
+    time.sleep(120)
+"""
+
 LANGUAGE_POOL = """
 if __name__ == "__main__":
     import time
@@ -72,8 +89,8 @@ def _alive(pid: int) -> bool:
     return stat[stat.rfind(")") + 2] != "Z"
 
 
-@pytest.mark.parametrize("script", [MATHVERIFY_BUSY, MATHVERIFY_STARTING, FILTER_POOL, LANGUAGE_POOL],
-                         ids=["mathverify-busy", "mathverify-starting", "filter-pool", "language-pool"])
+@pytest.mark.parametrize("script", [MATHVERIFY_BUSY, MATHVERIFY_STARTING, FILTER_POOL, LANGUAGE_POOL, FORKSERVER_POOL],
+                         ids=["mathverify-busy", "mathverify-starting", "filter-pool", "language-pool", "forkserver-pool"])
 def test_workers_exit_when_the_run_is_killed(tmp_path: Path, script: str) -> None:
     path = tmp_path / "run.py"
     path.write_text(script)
