@@ -12,9 +12,8 @@ Layout of OUT/:
 When the journal itself cannot be written (its disk is full or read-only), answers still arriving
 (already paid for) go to a rescue journal on another disk: ~/.cache/curator/rescue, else the
 temp dir ($CURATOR_RESCUE_DIR, when set, is the only place), in a folder named for OUT's
-absolute path. The next
-start on OUT stores them like any leftover journal; the error line names the file, so it can also
-be copied into OUT/journal/ by hand.
+absolute path. The next start on OUT stores them like any leftover journal; the error line names
+the file, so it can also be copied into OUT/journal/ by hand.
 """
 
 from __future__ import annotations
@@ -106,7 +105,7 @@ class SampleStore:
         _HELD.add(self._lock_name)
         self.notices: list[str] = []  # what start-up repaired, one line each (also on stderr)
         self.failed: StoreError | None = None  # set once a write failed: the journal is then the only copy
-        self.journal_failed: StoreError | None = None  # the journal refused a write: nothing more is stored
+        self.journal_failed: StoreError | None = None  # the journal refused a write: later answers go to the rescue journal
         self._journal: Journal | None = None
         self._rescue: Journal | None = None
         try:
