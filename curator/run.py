@@ -147,7 +147,8 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
     chain = load_filter_chain(manifest, out_dir)
     tokenizer = manifest.teacher.tokenizer
     counter = load_counter(manifest.resolve(tokenizer)) if tokenizer else None  # a bad file fails now, not mid-run
-    preflight(manifest, api_key)
+    if not (out_dir / RESOLVED_MANIFEST).exists():
+        preflight(manifest, api_key)  # a first run: fail before anything is written
 
     store = SampleStore(out_dir, shard_rows=manifest.store.shard_rows)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
@@ -155,6 +156,10 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
     stats = Stats()
     try:
         jobs, total, have, source_fp = build_jobs(manifest, store.keys)
+        if jobs and (out_dir / RESOLVED_MANIFEST).exists():
+            # A later session checks the teacher only when it has something to buy: a run killed
+            # after its last answer finishes judging even once the teacher is gone.
+            preflight(manifest, api_key)
         write_resolved_manifest(manifest, out_dir)
         stats.total_samples = total
         stats.already_stored = have

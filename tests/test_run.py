@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,6 +135,33 @@ def test_unreachable_server(tmp_path):
     m = write_manifest(tmp_path, "http://127.0.0.1:9/v1")
     r = cli("run", m, "--no-progress")
     assert r.returncode != 0 and "cannot reach the teacher at http://127.0.0.1:9/v1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_resume_with_nothing_to_buy_needs_no_teacher(tmp_path):
+    """A run killed after its last answer (while judging) finishes on resume even when the teacher
+    is gone; a session with answers still to buy checks the teacher first, as a first run does."""
+    from curator.server.config import ServerConfig
+    from curator.server.runner import running_server
+
+    chain = str(ROOT / "filters" / "r1-math.yaml")
+    problems = write_problems(tmp_path / "problems.jsonl")
+    with running_server(ServerConfig.load({"problems": str(problems), "problem_column": "question", "mix": {"right": 0.7, "wrong": 0.3}})) as url:
+        m = write_manifest(tmp_path, url, n=2, filters=chain)
+        done = run_manifest(load_manifest(m), progress=False)
+        m2 = write_manifest(tmp_path, url, n=1, problems=6, out="out2", name="m2.yaml", filters=chain, budget="max_accepted: 1",
+                            limits=", concurrency: 1")
+        part = run_manifest(load_manifest(m2), progress=False)
+    out = tmp_path / "out"
+    accepted = q(out, "SELECT count(*) FILTER (WHERE accepted) FROM samples")[0][0]
+    assert done.complete and accepted > 0
+    shutil.rmtree(out / "verdicts")  # as if killed before any verdict was written
+    r = cli("resume", out, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert q(out, "SELECT count(*), count(*) FILTER (WHERE accepted) FROM samples") == [(12, accepted)]
+
+    assert part.stats.stop_reason and q(tmp_path / "out2", "SELECT count(*) FROM samples")[0][0] < 6
+    r = cli("resume", tmp_path / "out2", "--no-progress")
+    assert r.returncode != 0 and f"cannot reach the teacher at {url}" in r.stderr, r.stderr
 
 
 def test_budget_max_usd_stops_cleanly(tmp_path, server):
