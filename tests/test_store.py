@@ -261,11 +261,36 @@ def test_truncated_shard_whose_journal_survived_loses_nothing(tmp_path):
     s.compact()  # the shard is written, then the journal removed...
     journal.write_bytes(saved)  # ...but a kill came first: both are there
     shard = shard_paths(tmp_path)[0]
-    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    shard.write_bytes(shard.read_bytes()[:100])  # inside the only row group: the footer copy cannot help
     _abandon(s)
     s2 = SampleStore(tmp_path)
     assert s2.recovered == 6 and s2.keys == {f"k{i:04d}" for i in range(6)}
     assert (tmp_path / "quarantine" / shard.name).exists()
+    s2.close()
+
+
+def test_shard_cut_short_gives_back_its_row_groups_before_the_cut(tmp_path, monkeypatch):
+    """A power cut that truncates a shard takes its Parquet footer; the copy written beside it
+    locates the row groups that are still whole, so only the rows after the cut are lost."""
+    monkeypatch.setattr(shards_mod, "ROW_GROUP_ROWS", 5)
+    s = SampleStore(tmp_path, shard_rows=100)
+    s.append([rec(i) for i in range(20)])
+    s.close()
+    shard = shard_paths(tmp_path)[0]
+    footer = shard.parent / f".{shard.name}.footer"
+    assert footer.exists() and shard.read_bytes().endswith(footer.read_bytes())
+    meta = pq.read_metadata(shard)
+    groups = [set(pq.ParquetFile(shard).read_row_group(g, columns=["key"]).column("key").to_pylist()) for g in range(meta.num_row_groups)]
+    assert len(groups) == 4
+    # Cut inside the third row group: the first two are whole.
+    rg = meta.row_group(2)
+    start = min(rg.column(c).data_page_offset if rg.column(c).dictionary_page_offset is None else rg.column(c).dictionary_page_offset
+                for c in range(rg.num_columns))
+    shard.write_bytes(shard.read_bytes()[: start + 50])
+    s2 = SampleStore(tmp_path)
+    assert s2.keys == groups[0] | groups[1]
+    assert any("10 rows salvaged" in n for n in s2.notices), s2.notices
+    assert (tmp_path / "quarantine" / shard.name).exists() and (tmp_path / "quarantine" / footer.name).exists()
     s2.close()
 
 

@@ -35,7 +35,7 @@ from curator.errors import StoreError, store_error
 from curator.records import SAMPLE_SCHEMA
 from curator.store import catalog
 from curator.store.journal import Journal, read_journal, scan_journal
-from curator.store.shards import new_shard_name, read_checked, readable_parquet, records_to_table, remove_partials, salvage_rows, write_atomic
+from curator.store.shards import footer_path, new_shard_name, read_checked, readable_parquet, records_to_table, remove_partials, salvage_rows, write_atomic
 
 QUARANTINE = "quarantine"
 
@@ -148,7 +148,7 @@ class SampleStore:
     def _write_shard(self, rows: list[dict[str, Any]]) -> Path:
         path = self.out_dir / "shards" / new_shard_name()
         try:
-            return write_atomic(records_to_table(rows, SAMPLE_SCHEMA), path)
+            return write_atomic(records_to_table(rows, SAMPLE_SCHEMA), path, keep_footer=True)
         except OSError as e:
             where = f" (its answers stay in {self._journal.path})" if self._journal is not None else ""
             self.failed = store_error("writing shard", path, e, self.out_dir)
@@ -173,6 +173,8 @@ class SampleStore:
             if rows:
                 self._write_recovered(rows)
             dest = self._move_to_quarantine(p)
+            if footer_path(p).exists():
+                self._move_to_quarantine(footer_path(p))
             moved.append(dest)
             self._notice(f"{p}: unreadable shard ({problem}); moved to {dest}, {len(rows)} rows salvaged, the rest will be requested again")
         vdir = self.out_dir / "verdicts"

@@ -2,7 +2,10 @@
 
 A shard that cannot be read (cut short by a power loss, garbled bytes) is never deleted:
 `read_checked` finds it, `salvage_rows` reads the row groups that are still intact, and the store
-moves the file to OUT/quarantine/ (see sample_store)."""
+moves the file to OUT/quarantine/ (see sample_store). Sample shards keep a copy of their Parquet
+footer beside them (`.NAME.footer`, written first): a file cut short loses its own footer, and
+without one no row group can be located, so the copy is what gives back the row groups before
+the cut."""
 
 from __future__ import annotations
 
@@ -34,14 +37,28 @@ def _write_all(fd: int, data) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_atomic(table: pa.Table, path: Path) -> Path:
+def write_atomic(table: pa.Table, path: Path, *, keep_footer: bool = False) -> Path:
     """Serialise in memory, then write with plain os calls: a full disk or a missing permission
     surfaces as the OSError with its errno (pyarrow's own file writer reports it as a bare message),
-    and the temp file is removed so no half-written shard is left for a later read to trip over."""
+    and the temp file is removed so no half-written shard is left for a later read to trip over.
+    keep_footer: first write the copy of the footer that `salvage_rows` reads a cut file with."""
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = pa.BufferOutputStream()
     pq.write_table(table, buf, compression="zstd", row_group_size=ROW_GROUP_ROWS, write_page_checksum=True)
     data = buf.getvalue()
+    if keep_footer:
+        tail = memoryview(data)[-8:]
+        size = int.from_bytes(bytes(tail[:4]), "little") + 8  # metadata, its length, "PAR1"
+        _write_file(memoryview(data)[-size:], footer_path(path), sync_dir=False)
+    _write_file(data, path)
+    return path
+
+
+def footer_path(path: Path) -> Path:
+    return path.parent / f".{path.name}.footer"
+
+
+def _write_file(data, path: Path, sync_dir: bool = True) -> None:
     tmp = path.parent / f".{path.name}.partial"
     fd = -1
     try:
@@ -51,7 +68,8 @@ def write_atomic(table: pa.Table, path: Path) -> Path:
         os.close(fd)
         fd = -1
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        if sync_dir:
+            fsync_dir(path.parent)
     except BaseException:
         if fd >= 0:
             os.close(fd)
@@ -60,7 +78,6 @@ def write_atomic(table: pa.Table, path: Path) -> Path:
         except OSError:
             pass  # the directory itself refuses: remove_partials clears it on the next start
         raise
-    return path
 
 
 def new_shard_name(prefix: str = "shard") -> str:
@@ -73,9 +90,13 @@ def records_to_table(records: list[dict[str, Any]], schema: pa.Schema) -> pa.Tab
 
 
 def remove_partials(directory: Path) -> None:
+    """Temp files of writes a kill cut short, and footer copies whose shard never landed."""
     if directory.exists():
         for p in directory.glob(".*.partial"):
             p.unlink(missing_ok=True)
+        for p in directory.glob(".*.footer"):
+            if not (directory / p.name[1:-len(".footer")]).exists():
+                p.unlink(missing_ok=True)
 
 
 def read_column(paths: list[Path], column: str) -> list[Any]:
@@ -122,12 +143,17 @@ def read_checked(path: Path, columns: list[str]) -> tuple[pa.Table | None, str |
 
 
 def salvage_rows(path: Path) -> list[dict[str, Any]]:
-    """Every row of the row groups that still read in full (page checksums catch garbled bytes);
-    nothing when the footer is gone, since without it no row group can be located."""
+    """Every row of the row groups that still read in full (page checksums catch garbled bytes).
+    When the file's own footer is gone (cut short), its copy beside the file locates them; with
+    neither, nothing can be read."""
     try:
         pf = pq.ParquetFile(path, page_checksum_verification=True)
     except Exception:
-        return []
+        try:
+            meta = pq.read_metadata(pa.BufferReader(b"PAR1" + footer_path(path).read_bytes()))
+            pf = pq.ParquetFile(path, metadata=meta, page_checksum_verification=True)
+        except Exception:
+            return []
     rows: list[dict[str, Any]] = []
     for i in range(pf.num_row_groups):
         try:
