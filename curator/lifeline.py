@@ -31,7 +31,9 @@ def _watch_pid(pid: int) -> Callable[[], bool] | None:
             return True
 
         return probe if probe() else None
-    return lambda: not select.select([fd], [], [], 0)[0]  # a pidfd turns readable when the process ends
+    poller = select.poll()  # not select(): it fails for fds >= 1024
+    poller.register(fd, select.POLLIN)
+    return lambda: not poller.poll(0)  # a pidfd turns readable when the process ends
 
 
 def exit_with_parent(run_pid: int, interval_s: float = 0.2) -> None:

@@ -156,10 +156,7 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
     stats = Stats()
     try:
         jobs, total, have, source_fp = build_jobs(manifest, store.keys)
-        if jobs and (out_dir / RESOLVED_MANIFEST).exists():
-            # A later session checks the teacher only when it has something to buy: a run killed
-            # after its last answer finishes judging even once the teacher is gone.
-            preflight(manifest, api_key)
+        later_session = (out_dir / RESOLVED_MANIFEST).exists()
         write_resolved_manifest(manifest, out_dir)
         stats.total_samples = total
         stats.already_stored = have
@@ -186,6 +183,11 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
             could_be = judge.accepted + pending + stats.in_flight * manifest.teacher.params.n
             return (pending > 0 or stats.in_flight > 0) and could_be >= b.max_accepted
 
+        if later_session and jobs and should_stop() is None:
+            # A later session checks the teacher only when it will buy something: a run killed
+            # after its last answer, or one that reached max_accepted, finishes judging even
+            # once the teacher is gone.
+            preflight(manifest, api_key)
         monitor = _drift_monitor(out_dir)
         display = RunProgress(stats, enabled=progress)
         complete = False
@@ -377,7 +379,8 @@ def status(out_dir: Path) -> dict[str, Any]:
     rows a running (or killed) run has not compacted yet and rescue journal rows; no trace text
     is loaded."""
     from curator.store.journal import read_journal
-    from curator.store.sample_store import journal_paths, rescue_paths
+    from curator.store.rescue import rescue_paths
+    from curator.store.sample_store import journal_paths
 
     if not (out_dir / RESOLVED_MANIFEST).exists():
         raise RunError(f"{out_dir}: not a curator output directory (no {RESOLVED_MANIFEST})")

@@ -8,6 +8,7 @@ was busy, or still warming up when the run died, lived on for good (CI's soak fo
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -73,6 +74,9 @@ if __name__ == "__main__":
     import time
     from curator.filters.language import _pool
     pool = _pool(2)
+    # Both workers started and serving (a queued task counts as running() before any worker
+    # took it, and a worker still starting would exit on the queue's EOF anyway).
+    assert [f.result(timeout=60) for f in [pool.submit(sum, [1, 2]) for _ in range(4)]] == [3] * 4
     futs = [pool.submit(time.sleep, 120) for _ in range(2)]
     while len(pool._processes) < 2 or not all(f.running() for f in futs):
         time.sleep(0.01)
@@ -97,6 +101,8 @@ def test_workers_exit_when_the_run_is_killed(tmp_path: Path, script: str) -> Non
     proc = subprocess.Popen([sys.executable, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     pids: list[int] = []
     try:
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready, "the script printed no worker pids within 120 s"
         line = proc.stdout.readline()
         pids = [int(p) for p in line.split()]
         assert len(pids) == 2, f"the script printed {line!r}"

@@ -17,12 +17,13 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import ROOT, cli, write_manifest
+
 from curator.server.config import ServerConfig
 from curator.server.runner import ServerProcess
 from curator.store.journal import read_journal
-from curator.store.sample_store import QUARANTINE, journal_paths, rescue_paths, stored_keys
+from curator.store.rescue import rescue_paths
+from curator.store.sample_store import QUARANTINE, journal_paths, stored_keys
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux mounts and file attributes")
 

@@ -138,8 +138,9 @@ def test_unreachable_server(tmp_path):
 
 
 def test_resume_with_nothing_to_buy_needs_no_teacher(tmp_path):
-    """A run killed after its last answer (while judging) finishes on resume even when the teacher
-    is gone; a session with answers still to buy checks the teacher first, as a first run does."""
+    """A run killed after its last answer (while judging), or one that reached max_accepted,
+    finishes on resume even when the teacher is gone; a session with answers still to buy checks
+    the teacher first, as a first run does."""
     from curator.server.config import ServerConfig
     from curator.server.runner import running_server
 
@@ -150,7 +151,10 @@ def test_resume_with_nothing_to_buy_needs_no_teacher(tmp_path):
         done = run_manifest(load_manifest(m), progress=False)
         m2 = write_manifest(tmp_path, url, n=1, problems=6, out="out2", name="m2.yaml", filters=chain, budget="max_accepted: 1",
                             limits=", concurrency: 1")
-        part = run_manifest(load_manifest(m2), progress=False)
+        capped = run_manifest(load_manifest(m2), progress=False)
+    with running_server(ServerConfig.load({"fail_first": {"500": 5}})) as url3:
+        m3 = write_manifest(tmp_path, url3, n=1, out="out3", name="m3.yaml", limits=", max_retries: 1")
+        failing = cli("run", m3, "--no-progress")
     out = tmp_path / "out"
     accepted = q(out, "SELECT count(*) FILTER (WHERE accepted) FROM samples")[0][0]
     assert done.complete and accepted > 0
@@ -159,9 +163,15 @@ def test_resume_with_nothing_to_buy_needs_no_teacher(tmp_path):
     assert r.returncode == 0, r.stderr
     assert q(out, "SELECT count(*), count(*) FILTER (WHERE accepted) FROM samples") == [(12, accepted)]
 
-    assert part.stats.stop_reason and q(tmp_path / "out2", "SELECT count(*) FROM samples")[0][0] < 6
+    # Stopped at max_accepted with prompts left: resume buys nothing, so it needs no teacher.
+    assert "max_accepted" in capped.stats.stop_reason and q(tmp_path / "out2", "SELECT count(*) FROM samples")[0][0] < 6
     r = cli("resume", tmp_path / "out2", "--no-progress")
-    assert r.returncode != 0 and f"cannot reach the teacher at {url}" in r.stderr, r.stderr
+    assert r.returncode == 0 and "max_accepted" in r.stderr + r.stdout, r.stderr
+
+    # Every prompt failed after retries: resume has answers to buy and checks the teacher first.
+    assert failing.returncode == 3, failing.stderr
+    r = cli("resume", tmp_path / "out3", "--no-progress")
+    assert r.returncode != 0 and f"cannot reach the teacher at {url3}" in r.stderr, r.stderr
 
 
 def test_budget_max_usd_stops_cleanly(tmp_path, server):

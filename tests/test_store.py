@@ -6,7 +6,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from curator.store import catalog
-from curator.store.sample_store import SampleStore, StoreLocked, journal_paths, rescue_paths, shard_paths, stored_keys
+from curator.store.rescue import rescue_paths
+from curator.store.sample_store import (
+    SampleStore,
+    StoreLocked,
+    journal_paths,
+    shard_paths,
+    stored_keys,
+)
 
 
 def rec(i, **kw):
@@ -201,6 +208,7 @@ def test_shard_write_failure_keeps_journaling_and_the_next_start_compacts(tmp_pa
 def test_journal_write_failure_goes_to_the_rescue_journal_and_the_next_start_stores_it(tmp_path, monkeypatch):
     out, rescue = tmp_path / "out", tmp_path / "rescue"
     monkeypatch.setenv("CURATOR_RESCUE_DIR", str(rescue))
+    monkeypatch.setattr("curator.store.rescue._roots", lambda: [rescue])  # leave ~/.cache and /tmp alone
     s = SampleStore(out, shard_rows=100)
     s.append([rec(0)])
 
@@ -225,6 +233,69 @@ def test_journal_write_failure_goes_to_the_rescue_journal_and_the_next_start_sto
     assert any("stored 2 answers from rescue journal" in n for n in s2.notices), s2.notices
     assert not rescue_paths(out) and not list(rescue.iterdir())  # stored, then removed
     s2.close()
+
+
+def test_shard_failure_then_journal_failure_names_the_rescue_file(tmp_path, monkeypatch):
+    """The usual order when OUT's disk fills: the big shard write fails first, the small journal
+    appends after it. The error the run reports still names the rescue file."""
+    out, rescue = tmp_path / "out", tmp_path / "rescue"
+    monkeypatch.setattr("curator.store.rescue._roots", lambda: [rescue])
+    s = SampleStore(out, shard_rows=2)
+    monkeypatch.setattr("curator.store.sample_store.write_atomic", _disk_full)
+    s.append([rec(0), rec(1)])
+    assert str(s.failed).startswith("writing shard")
+    real_append = Journal.append
+
+    def full_under_out(self, records):
+        if self.path.is_relative_to(out):
+            raise StoreError(f"appending to journal {self.path} failed: No space left on device (ENOSPC)")
+        return real_append(self, records)
+
+    monkeypatch.setattr(Journal, "append", full_under_out)
+    s.append([rec(2)])
+    [kept] = rescue_paths(out)
+    assert str(s.failed).startswith("writing shard") and f"kept in {kept}" in str(s.failed), s.failed
+    s.close()
+    monkeypatch.undo()
+    monkeypatch.setattr("curator.store.rescue._roots", lambda: [rescue])
+    s2 = SampleStore(out)
+    assert s2.keys == {"k0000", "k0001", "k0002"} and not rescue_paths(out)
+    s2.close()
+
+
+@pytest.mark.parametrize("how", ["world-writable", "someone else's", "symlink"])
+def test_a_rescue_folder_that_is_not_private_is_never_read(tmp_path, monkeypatch, how):
+    """Another local user could otherwise plant answers in a dataset through a shared temp dir."""
+    from curator.store.rescue import rescue_dirs
+
+    out, rescue = tmp_path / "out", tmp_path / "rescue"
+    monkeypatch.setattr("curator.store.rescue._roots", lambda: [rescue])
+    SampleStore(out).close()
+    [d] = rescue_dirs(out)
+    planted = tmp_path / "planted" if how == "symlink" else d
+    planted.mkdir(parents=True)
+    rescue.mkdir(mode=0o700, exist_ok=True)
+    Journal(planted / "x.jsonl").append([rec(7, cot="POISON")])
+    if how == "world-writable":
+        os.chmod(d, 0o777)
+    elif how == "someone else's":
+        os.chmod(d, 0o700)
+        try:
+            os.chown(d, 12345, 12345)
+        except PermissionError:
+            pytest.skip("chown needs root")
+    else:
+        d.symlink_to(planted)
+    s = SampleStore(out)
+    assert "k0007" not in s.keys and s.recovered == 0
+    s.close()
+    # The same file in a private folder is read (so the test above can fail).
+    if how != "symlink":
+        os.chown(d, os.getuid(), os.getgid())
+        os.chmod(d, 0o700)
+        s = SampleStore(out)
+        assert "k0007" in s.keys
+        s.close()
 
 
 def _garble_row_group(path, group: int) -> None:

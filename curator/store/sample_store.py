@@ -9,21 +9,18 @@ Layout of OUT/:
     quarantine/            files found unreadable at start (never deleted: paid data); their
                            readable rows were copied back into a new shard first
 
+Each shard has a copy of its Parquet footer beside it (shards/.NAME.footer, see shards.py).
 When the journal itself cannot be written (its disk is full or read-only), answers still arriving
-(already paid for) go to a rescue journal on another disk: ~/.cache/curator/rescue, else the
-temp dir ($CURATOR_RESCUE_DIR, when set, is the only place), in a folder named for OUT's
-absolute path. The next start on OUT stores them like any leftover journal; the error line names
-the file, so it can also be copied into OUT/journal/ by hand.
+(already paid for) go to a rescue journal on another disk (see rescue.py); the next start on OUT
+stores them like any leftover journal, and the error line names the file.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import shutil
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -35,6 +32,7 @@ from curator.errors import StoreError, store_error
 from curator.records import SAMPLE_SCHEMA
 from curator.store import catalog
 from curator.store.journal import Journal, read_journal, scan_journal
+from curator.store.rescue import RescueJournal, rescue_paths
 from curator.store.shards import footer_path, new_shard_name, read_checked, readable_parquet, records_to_table, remove_partials, salvage_rows, write_atomic
 
 QUARANTINE = "quarantine"
@@ -55,21 +53,6 @@ def shard_paths(out_dir: Path) -> list[Path]:
 def journal_paths(out_dir: Path) -> list[Path]:
     d = out_dir / "journal"
     return sorted(d.glob("*.jsonl")) if d.exists() else []
-
-
-RESCUE_ENV = "CURATOR_RESCUE_DIR"
-
-
-def rescue_dirs(out_dir: Path) -> list[Path]:
-    """Where OUT's rescue journals go, in the order tried (see the module doc)."""
-    tag = hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:16]
-    chosen = os.environ.get(RESCUE_ENV)
-    roots = [Path(chosen)] if chosen else [Path.home() / ".cache" / "curator" / "rescue", Path(tempfile.gettempdir()) / "curator-rescue"]
-    return [r / tag for r in roots]
-
-
-def rescue_paths(out_dir: Path) -> list[Path]:
-    return [p for d in rescue_dirs(out_dir) if d.is_dir() for p in sorted(d.glob("*.jsonl"))]
 
 
 def stored_keys(out_dir: Path) -> set[str]:
@@ -107,7 +90,8 @@ class SampleStore:
         self.failed: StoreError | None = None  # set once a write failed: the journal is then the only copy
         self.journal_failed: StoreError | None = None  # the journal refused a write: later answers go to the rescue journal
         self._journal: Journal | None = None
-        self._rescue: Journal | None = None
+        self._rescue = RescueJournal(out_dir)
+        self._failure_text: str | None = None  # what `failed` said before rescue files were added to it
         try:
             remove_partials(out_dir / "shards")
             remove_partials(out_dir / "verdicts")
@@ -142,6 +126,12 @@ class SampleStore:
         dest = qdir / path.name
         if dest.exists():
             dest = qdir / f"{path.stem}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}{path.suffix}"
+        footer = footer_path(path)
+        if footer.exists():
+            # First, and named after the shard's new name: a kill between the two moves leaves
+            # the shard to be quarantined again, never a footer copy without its shard (which
+            # the next start would remove as a leftover).
+            shutil.move(footer, footer_path(dest))
         shutil.move(path, dest)  # a rescue journal may sit on another disk
         return dest
 
@@ -173,8 +163,6 @@ class SampleStore:
             if rows:
                 self._write_recovered(rows)
             dest = self._move_to_quarantine(p)
-            if footer_path(p).exists():
-                self._move_to_quarantine(footer_path(p))
             moved.append(dest)
             self._notice(f"{p}: unreadable shard ({problem}); moved to {dest}, {len(rows)} rows salvaged, the rest will be requested again")
         vdir = self.out_dir / "verdicts"
@@ -206,7 +194,7 @@ class SampleStore:
                     from_rescue += p in rescued
         if rows:
             self._write_recovered(list(rows.values()))
-        if rescued:
+        if from_rescue:
             self._notice(f"stored {from_rescue} answers from rescue journal(s) {', '.join(map(str, rescued))} (kept there when {self.out_dir / 'journal'} could not be written)")
         for p in leftovers:
             bad = garbled.get(p)
@@ -258,38 +246,23 @@ class SampleStore:
                 pass
 
     def _append_rescue(self, rows: list[dict[str, Any]]) -> None:
-        err = self.journal_failed
-        assert err is not None
-        if self._rescue is not None:
-            try:
-                self._rescue.append(rows)
-                return
-            except StoreError:
-                self._rescue.close()
-                self._rescue = None
-        for d in rescue_dirs(self.out_dir):
-            try:
-                d.mkdir(parents=True, exist_ok=True, mode=0o700)
-                j = Journal(d / f"{uuid.uuid4().hex}.jsonl")
-            except (OSError, StoreError):
-                continue
-            try:
-                j.append(rows)
-            except StoreError:
-                j.close()
-                for gone in (j.path.unlink, d.rmdir):
-                    try:
-                        gone()
-                    except OSError:
-                        pass
-                continue
-            self._rescue = j
-            if self.failed is None or self.failed is err:
-                self.failed = StoreError(f"{err.args[0]} (answers arriving since are kept in {j.path} on another disk; "
-                                         f"resume stores them, or copy the file into {self.out_dir / 'journal'})")
-            return
-        self.failed = self.failed or err
-        raise err
+        if self._failure_text is None:
+            self._failure_text = str(self.failed or self.journal_failed)
+        try:
+            self._rescue.append(rows)
+        except StoreError as e:
+            self.failed = StoreError(self._failure_text + self._rescue_note() + f"; the answers arriving now were lost: {e}")
+            raise self.failed from None
+        # Whatever failed first (a shard or the journal), the error the run reports names every
+        # rescue file that holds answers.
+        self.failed = StoreError(self._failure_text + self._rescue_note())
+
+    def _rescue_note(self) -> str:
+        if not self._rescue.paths:
+            return ""
+        files = ", ".join(map(str, self._rescue.paths))
+        return (f" (answers arriving since are kept in {files} on another disk; resume stores them, "
+                f"or copy the file into {self.out_dir / 'journal'})")
 
     def compact(self) -> Path | None:
         if self._journal is None or self.failed is not None:
@@ -334,6 +307,5 @@ class SampleStore:
         finally:
             if self._journal is not None and self.failed is not None:
                 self._journal.close()
-            if self._rescue is not None:
-                self._rescue.close()
+            self._rescue.close()
             self._unlock()
