@@ -394,23 +394,29 @@ def status(out_dir: Path) -> dict[str, Any]:
         ).fetchall()[0]
         prompts = {r[0] for r in con.execute("SELECT DISTINCT prompt_id FROM shards_raw").fetchall()}
         runs = [dict(zip([d[0] for d in con.description], r)) for r in con.execute("SELECT run_id, command, status, samples, cost_usd FROM runs ORDER BY started_at").fetchall()]
+        rescued = rescue_paths(out_dir)
+        loose = [(path in rescued, r) for path in journal_paths(out_dir) + rescued for r in read_journal(path)]
+        # A kill between a shard's write and its journal's removal leaves rows in both: count once.
+        seen = {k for (k,) in con.execute("SELECT key FROM shards_raw WHERE key IN (SELECT unnest($k))",
+                                          {"k": [r["key"] for _, r in loose]}).fetchall()} if loose else set()
     finally:
         con.close()
     in_shards = keys
-    rescued = rescue_paths(out_dir)
     in_rescue = 0
-    for path in journal_paths(out_dir) + rescued:
-        for r in read_journal(path):
-            keys += 1
-            in_rescue += path in rescued
-            prompts.add(r.get("prompt_id"))
-            pt += r.get("prompt_tokens") or 0
-            ct += r.get("completion_tokens") or 0
-            est += bool(r.get("usage_estimated"))
-            if r.get("cost_usd") is None:
-                unpriced += 1
-            else:
-                cost += r["cost_usd"]
+    for from_rescue, r in loose:
+        if r["key"] in seen:
+            continue
+        seen.add(r["key"])
+        keys += 1
+        in_rescue += from_rescue
+        prompts.add(r.get("prompt_id"))
+        pt += r.get("prompt_tokens") or 0
+        ct += r.get("completion_tokens") or 0
+        est += bool(r.get("usage_estimated"))
+        if r.get("cost_usd") is None:
+            unpriced += 1
+        else:
+            cost += r["cost_usd"]
     return {
         "name": manifest.name,
         "stored": keys,

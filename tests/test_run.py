@@ -278,6 +278,18 @@ def test_status_command(tmp_path, server):
     r = cli("status", tmp_path / "out", "--json")
     info = json.loads(r.stdout)
     assert info["stored"] == 12 and info["prompts"] == 6 and info["cost_usd"] > 0
+    # A kill between a shard's write and its journal's removal leaves the rows in both; status
+    # counts each answer once (and a journal row not in any shard still counts).
+    import pyarrow.parquet as pq
+
+    shard = sorted((tmp_path / "out" / "shards").glob("*.parquet"))[0]
+    rows = pq.read_table(shard).to_pylist()
+    extra = dict(rows[0], key="k-only-in-journal", cost_usd=0.5)
+    (tmp_path / "out" / "journal").mkdir(exist_ok=True)
+    (tmp_path / "out" / "journal" / "left.jsonl").write_text("".join(json.dumps(r, default=str) + "\n" for r in [*rows, extra]))
+    again = json.loads(cli("status", tmp_path / "out", "--json").stdout)
+    assert (again["stored"], again["in_journal"]) == (13, 1)
+    assert again["cost_usd"] == pytest.approx(info["cost_usd"] + 0.5)
 
 
 @pytest.mark.parametrize("collapse", [True, False])
