@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from curator.config import ManifestError
+from curator.filters.answers import gsm8k_gold  # the filters' reading of `#### N`: loader and filter cannot disagree
 
 Row = dict[str, Any]
 LETTERS = "ABCD"
@@ -35,17 +36,14 @@ def _text(path: Path, i: int, row: Row, field: str) -> str:
     return value
 
 
-_GSM8K_FINAL = re.compile(r"####\s*\$?\s*(-?[\d,]*\.?\d+)\s*$")
-
-
 def gsm8k(rows: list[Row], path: Path) -> list[Row]:
     out = []
     for i, row in enumerate(rows):
         question, solution = _text(path, i, row, "question"), _text(path, i, row, "answer")
-        m = _GSM8K_FINAL.search(solution.strip())
-        if m is None:
+        gold = gsm8k_gold(solution)
+        if gold is None or not re.fullmatch(r"-?\d*\.?\d+", gold):
             raise ManifestError(f"{path}: row {i + 1}: field 'answer' does not end in '#### <number>' (ends {solution.strip()[-40:]!r})")
-        out.append({"id": f"gsm8k-{path.stem}/{i}", "question": question, "problem": question, "solution": solution, "answer": m.group(1).replace(",", "")})
+        out.append({"id": f"gsm8k-{path.stem}/{i}", "question": question, "problem": question, "solution": solution, "answer": gold})
     return out
 
 

@@ -143,6 +143,11 @@ class Manifest(_Strict):
         path = resolve_path(p, self.base_dir)
         return path if is_pkg(p) else path.resolve()
 
+    def portable(self, p: str) -> str:
+        """`p` as written into the resolved manifest: absolute, or `pkg:` as is (it resolves on
+        any machine with the package), so `curator resume OUT` reads it from any folder."""
+        return p if is_pkg(p) else str(self.resolve(p))
+
     @property
     def output_dir(self) -> Path:
         return self.resolve(self.output)

@@ -53,24 +53,23 @@ def _accepted(frames: list[pl.DataFrame]) -> pl.Series | None:
 class IncrementalJudge:
     """Sample steps on each new batch of stored answers; counts the accepted so far for budgets."""
 
-    def __init__(self, out_dir: Path, chain: Chain):
+    def __init__(self, out_dir: Path, chain: Chain, stored: set[str]):
+        """stored: every key stored so far (the open store's `keys`: no second read of the shards)."""
         self.out_dir = out_dir
         self.chain = chain
         self.writer = VerdictWriter(out_dir, chain, replace=False)
         self.steps = chain.sample_steps()
         self.accepted = 0
         self.judged = 0
-        self.catch_up()
+        self.catch_up(stored)
 
-    def catch_up(self) -> None:
+    def catch_up(self, stored: set[str]) -> None:
         """Judge stored answers that carry no verdict yet (a new chain, or rows a kill left unjudged)."""
-        from curator.store.sample_store import stored_keys
-
         done = self.writer.judged_keys()
         sample_steps = [st.index for st in self.steps]
         self.accepted = accepted_count(self.writer.dir, sample_steps) if done and sample_steps else 0
         self.judged = len(done)
-        missing = stored_keys(self.out_dir) - done
+        missing = stored - done
         todo = read_samples(self.out_dir, keys=missing) if missing else pl.DataFrame(schema=_POLARS_SCHEMA)
         for start in range(0, todo.height, 5_000):
             self._judge_frame(todo.slice(start, 5_000))

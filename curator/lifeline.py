@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 
 def _watch_pid(pid: int) -> Callable[[], bool] | None:
-    """An `alive()` check for a process that is not our parent; None if it is already gone."""
+    """An `alive()` check for the process `pid`; None if it is already gone."""
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -39,17 +39,11 @@ def _watch_pid(pid: int) -> Callable[[], bool] | None:
 def exit_with_parent(run_pid: int, interval_s: float = 0.2) -> None:
     """Start a daemon thread that ends this process as soon as the run `run_pid` is gone.
 
-    Under fork and spawn the run is our parent, and a changed getppid() says it died. Under a fork
-    server (Python 3.14's default start method on Linux) the parent is the server, so the run's
-    pid itself is watched."""
-    if os.getppid() == run_pid:
-        def alive() -> bool:
-            return os.getppid() == run_pid
-    else:
-        watched = _watch_pid(run_pid)
-        if watched is None:
-            os._exit(0)
-        alive = watched
+    The run's pid itself is watched, not our parent: under a fork server (Python 3.14's default
+    start method on Linux) the parent is the server, not the run."""
+    alive = _watch_pid(run_pid)
+    if alive is None:
+        os._exit(0)
 
     def watch() -> None:
         while alive():

@@ -22,7 +22,6 @@ import yaml
 from curator.config import Manifest, ManifestError, load_manifest
 from curator.cost import find_price, warn_unknown
 from curator.errors import RunError, StoreError
-from curator.pkgpath import is_pkg
 from curator.filters.base import FilterContext
 from curator.filters.chain import Chain, load_chain
 from curator.judging import IncrementalJudge
@@ -99,14 +98,15 @@ def write_resolved_manifest(manifest: Manifest, out_dir: Path) -> None:
     """Absolute paths and the template inline, so `curator resume OUT` needs nothing else."""
     data = manifest.redacted()
     src = data["source"]
-    if not is_pkg(manifest.source.path):  # pkg: paths resolve on any machine with the package
-        src["path"] = str(manifest.resolve(manifest.source.path))
+    src["path"] = manifest.portable(manifest.source.path)
+    if manifest.teacher.tokenizer:
+        data["teacher"]["tokenizer"] = manifest.portable(manifest.teacher.tokenizer)
     if src.get("loader"):  # the loader sets these itself; written out, resume/status would refuse them
         for k in ("id", "problem", "answer"):
             src.pop(k, None)
     data["output"] = str(out_dir)
     if isinstance(manifest.filters, str):
-        data["filters"] = str(manifest.resolve(manifest.filters))
+        data["filters"] = manifest.portable(manifest.filters)
     path = out_dir / RESOLVED_MANIFEST
     tmp = path.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -146,8 +146,9 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
             raise RunError(f"budget.max_usd is set but no price is known for model {manifest.teacher.model!r}: set teacher.price in the manifest")
     chain = load_filter_chain(manifest, out_dir)
     tokenizer = manifest.teacher.tokenizer
-    counter = load_counter(manifest.resolve(tokenizer)) if tokenizer else None  # a bad file fails now, not mid-run
-    if not (out_dir / RESOLVED_MANIFEST).exists():
+    counter = load_counter(manifest.resolve(tokenizer) if tokenizer else None)  # a bad file fails now, not mid-run
+    later_session = (out_dir / RESOLVED_MANIFEST).exists()
+    if not later_session:
         preflight(manifest, api_key)  # a first run: fail before anything is written
 
     store = SampleStore(out_dir, shard_rows=manifest.store.shard_rows)
@@ -156,11 +157,10 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
     stats = Stats()
     try:
         jobs, total, have, source_fp = build_jobs(manifest, store.keys)
-        later_session = (out_dir / RESOLVED_MANIFEST).exists()
         write_resolved_manifest(manifest, out_dir)
         stats.total_samples = total
         stats.already_stored = have
-        judge = IncrementalJudge(out_dir, chain) if chain is not None else None
+        judge = IncrementalJudge(out_dir, chain, store.keys) if chain is not None else None
         if judge is not None:
             stats.accepted, stats.judged = judge.accepted, judge.judged
 

@@ -22,7 +22,7 @@ from curator.parse import Usage, read_usage, split_reasoning
 from curator.redact import redact
 from curator.ratelimit import RateLimiter, retry_after
 from curator.sources import Problem
-from curator.tokencount import TokenCounter, load_counter, prompt_tokens
+from curator.tokencount import CharEstimate, TokenCounter, prompt_tokens
 from curator.transport import make_transport
 from curator.window import AdaptiveWindow
 
@@ -195,7 +195,7 @@ class Sampler:
         self.transport = make_transport(self.t.http, self.endpoint, api_key, self.limits.timeout_s, self.limits.concurrency)
         self.n_mode = self.t.n_strategy
         self.notify = notify  # shows a notice to the user (live display); stats.notices keeps them
-        self._counter = counter
+        self._counter = counter or CharEstimate()  # a configured tokenizer was loaded up front
         self._notices_seen = 0
         self.window = AdaptiveWindow(self.limits.concurrency, self.limits.timeout_s, self._notice)
         self._fatal: FatalRequestError | None = None
@@ -369,14 +369,17 @@ class Sampler:
         """The server sent no (or part of its) usage: count locally what is missing. Returns the
         filled-in usage and, when the completion was counted here, each choice's (completion,
         reasoning) tokens."""
-        if self._counter is None:
-            self._counter = load_counter(None)  # the character estimate; a configured tokenizer was loaded up front
         count = self._counter.count
         counted = None
         completion, reasoning = usage.completion_tokens, usage.reasoning_tokens
         if completion is None:
-            per_choice = [count(m.get("content") or "") + count(m.get(_reasoning_field(m)) or "") for m in messages]
-            per_cot = [count(sp.cot) for sp in splits]
+            per_choice, per_cot = [], []
+            for m, sp in zip(messages, splits):
+                cot = count(sp.cot)
+                field = m.get(_reasoning_field(m)) or ""
+                # A separate reasoning field is the CoT itself: tokenised once, not twice.
+                per_choice.append(count(m.get("content") or "") + (cot if field == sp.cot else count(field)))
+                per_cot.append(cot)
             counted = (per_choice, per_cot)
             completion, reasoning = sum(per_choice), sum(per_cot)
         filled = Usage(

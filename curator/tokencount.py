@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from curator.config import ManifestError
@@ -38,22 +39,30 @@ class CharEstimate:
     def count(self, text: str) -> int:
         if not text:
             return 0
-        ascii_chars = sum(1 for c in text if c < "\x80") if not text.isascii() else len(text)
+        ascii_chars = len(text) if text.isascii() else len(text.encode("ascii", "ignore"))
         return math.ceil(ascii_chars / 4) + (len(text) - ascii_chars)
+
+
+def _open(path: Path, what: str, needs: str, load: Callable[[], Any]) -> Any:
+    """`load()`, with its two failures (package missing, file unreadable) as one-line errors."""
+    try:
+        return load()
+    except ImportError:
+        raise ManifestError(f"teacher.tokenizer: {path} is a {what}: reading it needs {needs}") from None
+    except Exception as e:  # tokenizers raises a bare Exception, llama_cpp ValueError/RuntimeError
+        raise ManifestError(f"teacher.tokenizer: {path}: not a readable {what} ({' '.join(str(e).split())[:120]})") from None
 
 
 class HFTokenizer:
     kind = "tokenizer.json"
 
     def __init__(self, path: Path):
-        try:
+        def load():
             from tokenizers import Tokenizer
-        except ImportError:
-            raise ManifestError(f"teacher.tokenizer: {path} is a tokenizer.json: reading it needs the `tokenizers` package (pip install tokenizers)") from None
-        try:
-            self._tok = Tokenizer.from_file(str(path))
-        except Exception as e:  # the tokenizers package raises a bare Exception on bad files
-            raise ManifestError(f"teacher.tokenizer: {path}: not a readable tokenizer.json ({' '.join(str(e).split())[:120]})") from None
+
+            return Tokenizer.from_file(str(path))
+
+        self._tok = _open(path, "tokenizer.json", "the `tokenizers` package (pip install tokenizers)", load)
 
     def count(self, text: str) -> int:
         return len(self._tok.encode(text, add_special_tokens=False).ids) if text else 0
@@ -63,14 +72,12 @@ class GGUFVocab:
     kind = "gguf"
 
     def __init__(self, path: Path):
-        try:
+        def load():
             from llama_cpp import Llama
-        except ImportError:
-            raise ManifestError(f"teacher.tokenizer: {path} is a GGUF file: reading its vocabulary needs llama-cpp-python (pip install llama-cpp-python)") from None
-        try:
-            self._llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
-        except Exception as e:  # llama_cpp raises ValueError/RuntimeError depending on the failure
-            raise ManifestError(f"teacher.tokenizer: {path}: not a readable GGUF model ({' '.join(str(e).split())[:120]})") from None
+
+            return Llama(model_path=str(path), vocab_only=True, verbose=False)
+
+        self._llm = _open(path, "GGUF model", "llama-cpp-python (pip install llama-cpp-python)", load)
 
     def count(self, text: str) -> int:
         # special=True: a template token the model wrote (e.g. <|im_end|>) counts as the one token it is.

@@ -56,7 +56,6 @@ class AdaptiveWindow:
         self._cut_time = -float("inf")
         self._ssthresh = 0.0  # below it the window grows one per answer (slow start), above one per window
         self._recent: collections.deque[bool] = collections.deque(maxlen=_RECENT)  # True: a 503
-        self._recent_503 = 0
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._done: collections.deque[float] = collections.deque(maxlen=_RATE_SAMPLES)
 
@@ -103,14 +102,8 @@ class AdaptiveWindow:
         rate = self.throughput()
         return self.maximum if rate is None else max(1.0, min(self.maximum, rate * self.timeout_s / 2))
 
-    def _outcome(self, overloaded: bool) -> None:
-        if len(self._recent) == _RECENT:
-            self._recent_503 -= self._recent[0]
-        self._recent.append(overloaded)
-        self._recent_503 += overloaded
-
     def success(self) -> None:
-        self._outcome(False)
+        self._recent.append(False)
         self._done.append(time.monotonic())
         grown = self.limit + (1.0 if self.limit < self._ssthresh else 1.0 / self.limit)
         self.limit = min(grown, self.maximum if not self.congestion_events else max(self.limit, self._little_cap()))
@@ -126,8 +119,8 @@ class AdaptiveWindow:
 
     def overloaded(self, ticket: Ticket) -> None:
         """An HTTP 503: congestion once such answers are more than a few random ones."""
-        self._outcome(True)
-        if self._recent_503 >= max(2, _OVERLOAD_SHARE * len(self._recent)):
+        self._recent.append(True)
+        if sum(self._recent) >= max(2, _OVERLOAD_SHARE * len(self._recent)):  # only on a 503: a short deque
             self.congested(ticket, "HTTP 503")
 
     def congested(self, ticket: Ticket, what: str) -> None:

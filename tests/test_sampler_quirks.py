@@ -121,6 +121,14 @@ def test_tokenizer_json_counts_exactly(tmp_path, server):
         n_content = len(tok.encode(raw, add_special_tokens=False).ids)
         n_cot = len(tok.encode(cot, add_special_tokens=False).ids)
         assert flagged and ct == n_content + n_cot and rt == n_cot and n_cot > 0
+    # The resolved manifest holds the tokenizer's absolute path: resume (which reads it from OUT)
+    # finds the file, and has nothing left to buy.
+    import yaml
+
+    resolved = yaml.safe_load((tmp_path / "out" / "manifest.resolved.yaml").read_text())
+    assert resolved["teacher"]["tokenizer"] == str(tmp_path / "tok" / "tokenizer.json")
+    r = cli("resume", tmp_path / "out", "--no-progress")
+    assert r.returncode == 0 and "requests 0," in r.stdout + r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("name, content, message", [

@@ -26,10 +26,10 @@ from pydantic import Field
 from curator.dedup import _batches_by_bytes, ngram_doc_offsets, ngram_hashes, words
 from curator.filters.base import Filter, FilterContext, FilterParams, register, verdicts
 from curator.pkgpath import PackageDataError
-from curator.sources import file_suffix, folder_files
+from curator.sources import SUFFIX_FORMATS, file_suffix, folder_files
 
 AUTO_COLUMNS = ("problem", "question", "prompt", "text")
-DATA_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".json", ".parquet", ".csv", ".tsv", ".txt")
+DATA_SUFFIXES = (*SUFFIX_FORMATS, ".tsv", ".txt")  # what a source reads, plus TSV and plain text
 
 
 def benchmark_files(path: Path) -> list[Path]:
@@ -45,17 +45,18 @@ def benchmark_files(path: Path) -> list[Path]:
 def read_benchmark(path: Path, column: str | None = None) -> list[str]:
     """The texts of one benchmark file, one per row (or line): `benchmark_row` indexes this list."""
     suf = file_suffix(path)
-    if suf in (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz"):
+    fmt = SUFFIX_FORMATS.get(suf, "tsv" if suf == ".tsv" else "text")
+    if fmt == "jsonl":
         df = pl.read_ndjson(path, infer_schema_length=None)
-    elif suf == ".json":
+    elif fmt == "json":
         try:
             df = pl.read_json(path)
         except Exception:
             df = pl.read_ndjson(path, infer_schema_length=None)
-    elif suf == ".parquet":
+    elif fmt == "parquet":
         df = pl.read_parquet(path)
-    elif suf in (".csv", ".tsv"):
-        df = pl.read_csv(path, separator="\t" if suf == ".tsv" else ",", infer_schema_length=0)
+    elif fmt in ("csv", "tsv"):
+        df = pl.read_csv(path, separator="\t" if fmt == "tsv" else ",", infer_schema_length=0)
     else:
         return path.read_text(encoding="utf-8", errors="replace").splitlines()
     by_lower = {c.lower(): c for c in reversed(df.columns)}  # first spelling wins

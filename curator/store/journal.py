@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from curator.errors import store_error
+from curator.store.shards import write_all
 
 try:
     from orjson import dumps as _orjson_dumps
@@ -40,9 +41,7 @@ class Journal:
         data = b"".join(_line(r) for r in records)
         start = os.lseek(self._fd, 0, os.SEEK_END)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view):]
+            write_all(self._fd, data)
             os.fsync(self._fd)
         except OSError as e:
             # A disk that filled mid-write leaves part of a line; cut it off, or the next append

@@ -20,7 +20,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -33,7 +32,7 @@ from curator.records import SAMPLE_SCHEMA
 from curator.store import catalog
 from curator.store.journal import Journal, read_journal, scan_journal
 from curator.store.rescue import RescueJournal, rescue_paths
-from curator.store.shards import footer_path, new_shard_name, read_checked, readable_parquet, records_to_table, remove_partials, salvage_rows, write_atomic
+from curator.store.shards import footer_path, new_shard_name, warn, read_checked, readable_parquet, records_to_table, remove_partials, salvage_rows, write_atomic
 
 QUARANTINE = "quarantine"
 
@@ -87,11 +86,10 @@ class SampleStore:
             raise busy from None
         _HELD.add(self._lock_name)
         self.notices: list[str] = []  # what start-up repaired, one line each (also on stderr)
-        self.failed: StoreError | None = None  # set once a write failed: the journal is then the only copy
+        self._first_error: StoreError | None = None  # the first write that failed (a shard or the journal)
         self.journal_failed: StoreError | None = None  # the journal refused a write: later answers go to the rescue journal
         self._journal: Journal | None = None
         self._rescue = RescueJournal(out_dir)
-        self._failure_text: str | None = None  # what `failed` said before rescue files were added to it
         try:
             remove_partials(out_dir / "shards")
             remove_partials(out_dir / "verdicts")
@@ -118,7 +116,7 @@ class SampleStore:
 
     def _notice(self, message: str) -> None:
         self.notices.append(message)
-        print(f"warning: {message}", file=sys.stderr, flush=True)
+        warn(message)
 
     def _move_to_quarantine(self, path: Path) -> Path:
         qdir = self.out_dir / QUARANTINE
@@ -141,9 +139,9 @@ class SampleStore:
             return write_atomic(records_to_table(rows, SAMPLE_SCHEMA), path, keep_footer=True)
         except OSError as e:
             where = f" (its answers stay in {self._journal.path})" if self._journal is not None else ""
-            self.failed = store_error("writing shard", path, e, self.out_dir)
-            self.failed.args = (self.failed.args[0] + where,)
-            raise self.failed from None
+            err = StoreError(f"{store_error('writing shard', path, e, self.out_dir)}{where}")
+            self._first_error = self._first_error or err
+            raise err from None
 
     def _quarantine(self) -> list[Path]:
         """Move unreadable shards and verdict files to OUT/quarantine/, after copying every row
@@ -230,11 +228,12 @@ class SampleStore:
                 self._journal.append(fresh)
             except StoreError as e:
                 self.journal_failed = e
+                self._first_error = self._first_error or e
         if self.journal_failed is not None:
             self._append_rescue(fresh)
-            self.keys.update(r["key"] for r in fresh)
-            return
         self.keys.update(r["key"] for r in fresh)
+        if self.journal_failed is not None:
+            return
         self._pending.extend(fresh)
         if len(self._pending) >= self.shard_rows and self.failed is None:
             try:
@@ -246,16 +245,18 @@ class SampleStore:
                 pass
 
     def _append_rescue(self, rows: list[dict[str, Any]]) -> None:
-        if self._failure_text is None:
-            self._failure_text = str(self.failed or self.journal_failed)
         try:
             self._rescue.append(rows)
         except StoreError as e:
-            self.failed = StoreError(self._failure_text + self._rescue_note() + f"; the answers arriving now were lost: {e}")
-            raise self.failed from None
-        # Whatever failed first (a shard or the journal), the error the run reports names every
-        # rescue file that holds answers.
-        self.failed = StoreError(self._failure_text + self._rescue_note())
+            raise StoreError(f"{self.failed}; the answers arriving now were lost: {e}") from None
+
+    @property
+    def failed(self) -> StoreError | None:
+        """The first write that failed (the caller stops buying), naming every rescue file that
+        holds answers since, whatever failed first."""
+        if self._first_error is None or not self._rescue.paths:
+            return self._first_error
+        return StoreError(f"{self._first_error}{self._rescue_note()}")
 
     def _rescue_note(self) -> str:
         if not self._rescue.paths:

@@ -31,7 +31,8 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, data) -> None:
+def write_all(fd: int, data) -> None:
+    """os.write until all is written (a write may take less than asked)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -63,7 +64,7 @@ def _write_file(data, path: Path, sync_dir: bool = True) -> None:
     fd = -1
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        _write_all(fd, data)
+        write_all(fd, data)
         os.fsync(fd)
         os.close(fd)
         fd = -1
