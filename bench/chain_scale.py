@@ -54,9 +54,9 @@ def build(out: Path, n: int, words: int) -> int:
 CHILD = """
 import resource, sys, time
 from pathlib import Path
-from curator.filters.base import FilterContext
-from curator.filters.chain import load_chain
-from curator.judging import run_chain
+from curator.judge.base import FilterContext
+from curator.judge.chain import load_chain
+from curator.judge.runner import run_chain
 out = Path(sys.argv[1])
 chain = load_chain({"name": "dedup", "steps": [{"filter": "near_dup", "params": {"field": "cot", "threshold": 0.8}}]}, FilterContext(output_dir=out, workers=2))
 t = time.perf_counter()

@@ -1,5 +1,5 @@
 """End-to-end near-dup at scale: N synthetic samples with planted near-duplicates, deduplicated
-chunk by chunk from Parquet with `curator.dedup.dedup_parquet` (signatures per chunk -> Parquet,
+chunk by chunk from Parquet with `curator.engines.dedup.dedup_parquet` (signatures per chunk -> Parquet,
 band keys grouped in DuckDB, union-find), printing docs/s, peak RSS and recall / precision
 against the planted truth.
 
@@ -99,7 +99,7 @@ def main() -> None:
     import psutil
     import pyarrow.parquet as pq
 
-    from curator.dedup import dedup_parquet
+    from curator.engines.dedup import dedup_parquet
 
     proc = psutil.Process()
     rss0 = proc.memory_info().rss

@@ -19,9 +19,9 @@ sys.path.insert(0, str(ROOT))
 
 import polars as pl  # noqa: E402
 
-from curator.filters.base import FilterContext  # noqa: E402
-from curator.filters.chain import apply_steps, load_chain  # noqa: E402
-from curator.judging import frame_from_records  # noqa: E402
+from curator.judge.base import FilterContext  # noqa: E402
+from curator.judge.chain import apply_steps, load_chain  # noqa: E402
+from curator.judge.runner import frame_from_records  # noqa: E402
 
 WORDS = ("so we need to compute the total number of items then subtract what was given away "
          "let me check the arithmetic again carefully first multiply the boxes by the count per box "

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import polars as pl
 
-from curator import langid
-from curator.filters.base import FilterContext
-from curator.filters.language import LanguageFilter, LanguageParams
+from curator.engines import langid
+from curator.judge.base import FilterContext
+from curator.judge.filters.language import LanguageFilter, LanguageParams
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "langid_eval.jsonl"

@@ -70,7 +70,7 @@ def expected(case: dict[str, Any]) -> bool:
 
 
 def ours(cases: list[dict[str, Any]], workers: int | None = None) -> list[bool]:
-    from curator.filters.math_answer import answers_match_many
+    from curator.judge.filters.math_answer import answers_match_many
 
     items = [{"gold": c["params"]["gold"], "pred": c["params"]["pred"], **case_settings(c), "timeout_s": 10.0} for c in cases]
     return [r["match"] for r in answers_match_many(items, workers=workers)]
@@ -90,7 +90,7 @@ def math_verify_alone(cases: list[dict[str, Any]], workers: int | None = None) -
 
 
 def _naive_answer(text: str) -> str | None:
-    from curator.filters.answers import last_boxed
+    from curator.engines.answers import last_boxed
 
     b = last_boxed(text)
     if b is not None:
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         for c, g, w in zip(cases, mine, want):
             if g != w:
                 print("  DISAGREE", c["nodeid"][:150], "ours", int(g), "expected", int(w))
-    from curator.filters.math_answer import answers_match_many
+    from curator.judge.filters.math_answer import answers_match_many
 
     default = {"extraction": ("latex", "expr"), "precision": 6, "strict": True, "allow_set_relation_comp": False}
     mine_k = [r["match"] for r in answers_match_many([{"gold": g, "pred": p, **default} for g, p, _ in KNOWN_ERRORS], workers=a.workers)]

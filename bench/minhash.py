@@ -67,7 +67,7 @@ def main() -> None:
         return n / c, out
 
     D.signatures(texts[:50], 5, a.num_perm)  # warm-up (permutations)
-    ours, sigs = timed("curator.dedup.signatures", a.docs, lambda: D.signatures(texts, 5, a.num_perm))
+    ours, sigs = timed("curator.engines.dedup.signatures", a.docs, lambda: D.signatures(texts, 5, a.num_perm))
 
     def plain():
         out = []

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curator.config import load_manifest  # noqa: E402
 from curator.run import run_manifest  # noqa: E402
-from curator.server.config import ServerConfig  # noqa: E402
-from curator.server.runner import ServerProcess  # noqa: E402
+from curator.teacher.config import ServerConfig  # noqa: E402
+from curator.teacher.runner import ServerProcess  # noqa: E402
 
 
 def cpu() -> float:

@@ -9,7 +9,7 @@ from its (0.3 x requests)-th request. `curator run` is killed with SIGKILL --kil
 until the run completes. Prints requests sent (server-side), answers stored, duplicates, lost
 answers, requests paid twice vs requests in flight at the kills, whether the final dataset
 (keys, answers, r1-math verdicts) equals an uninterrupted run's, wall time and requests/s.
-Exit code 1 when an invariant fails. Checks: see curator/soak.py."""
+Exit code 1 when an invariant fails. Checks: see bench/soak_harness.py."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curator.soak import SoakOptions, format_figures, soak, violations  # noqa: E402
+from bench.soak_harness import SoakOptions, format_figures, soak, violations  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,3 +1,3 @@
-from curator.cli import app
+from curator.cli.app import main
 
-app(prog_name="curator")
+main()

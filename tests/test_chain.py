@@ -7,8 +7,8 @@ import pytest
 
 from conftest import cli, write_manifest, write_problems
 from curator.config import ManifestError, load_manifest
-from curator.filters.base import FilterContext
-from curator.filters.chain import load_chain
+from curator.judge.base import FilterContext
+from curator.judge.chain import load_chain
 from curator.run import run_manifest
 from curator.store.catalog import query
 
@@ -114,7 +114,7 @@ def test_ready_chains_load():
 
 def test_rejudge_streams_shards_and_counts_each_key_once(tmp_path):
     """A key that a crash left in two shards is judged once; journals not yet compacted count too."""
-    from curator.judging import run_chain
+    from curator.judge.runner import run_chain
     from curator.records import SAMPLE_SCHEMA
     from curator.store.sample_store import SampleStore
     from curator.store.shards import records_to_table, write_atomic

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from curator.config import ManifestError, load_manifest
-from curator.sources import load_problems
-from curator.templates import Renderer
+from curator.sample.sources import load_problems
+from curator.sample.templates import Renderer
 
 MANIFEST = """
 name: gsm8k-r1

@@ -7,8 +7,8 @@ import pytest
 
 from conftest import cli, write_manifest
 from curator.config import Price, load_manifest
-from curator.cost import billed_output_tokens, find_price, format_usd, price_table, request_cost, warn_unknown
-from curator.parse import Usage, read_usage
+from curator.sample.cost import billed_output_tokens, find_price, format_usd, price_table, request_cost, warn_unknown
+from curator.sample.parse import Usage, read_usage
 from curator.run import run_manifest
 
 R1 = Price(input=0.55, cached_input=0.14, output=2.19)

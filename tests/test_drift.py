@@ -8,8 +8,8 @@ import pytest
 
 from conftest import write_manifest, write_problems
 from curator.config import load_manifest
-from curator.drift import DriftMonitor, drift_signals, gold_answer, last_boxed, matches_gold, predicted_answer
-from curator.judging import read_samples
+from curator.audit.drift import DriftMonitor, drift_signals, gold_answer, last_boxed, matches_gold, predicted_answer
+from curator.judge.runner import read_samples
 from curator.run import run_manifest
 
 ALL = {"cot_length", "no_think", "no_boxed", "accuracy"}
@@ -121,7 +121,7 @@ def _run(tmp_path, server, **cfg):
 
 def test_collapsing_teacher_fires_every_signal(tmp_path, server):
     out = _run(tmp_path, server, collapse_after=150)
-    from curator.report import build_report
+    from curator.audit.report import build_report
 
     rep = build_report(out, drift_window=50)
     sig = {s["metric"]: s for s in rep["drift"]}
@@ -142,7 +142,7 @@ def test_collapsing_teacher_fires_every_signal(tmp_path, server):
 
 def test_steady_teacher_fires_nothing(tmp_path, server):
     out = _run(tmp_path, server)
-    from curator.report import build_report
+    from curator.audit.report import build_report
 
     rep = build_report(out, drift_window=50)
     assert [s["metric"] for s in rep["drift"] if s["fired"]] == []

@@ -9,11 +9,11 @@ import yaml
 
 from conftest import cli, write_manifest, write_problems
 from curator.config import Manifest, load_manifest
-from curator.drift import gold_answer, predicted_answer
-from curator.estimate import estimate, pilot_manifest, project, summary_lines, wilson
-from curator.filters.base import Filter, register, verdicts
-from curator.report import build_report
-from curator.run import run_manifest
+from curator.audit.drift import gold_answer, predicted_answer
+from curator.audit.estimate import pilot_manifest, project, summary_lines, wilson
+from curator.judge.base import Filter, register, verdicts
+from curator.audit.report import build_report
+from curator.run import estimate, run_manifest
 
 
 @register

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import cli, write_manifest, write_problems
 from curator.config import load_manifest
-from curator.export import (
+from curator.ship.export import (
     ExportError,
     ExportOptions,
     assistant_text,
@@ -21,9 +21,9 @@ from curator.export import (
     hf_features,
     split_rows,
 )
-from curator.filters.base import Filter, FilterParams, _REGISTRY, register, verdicts
+from curator.judge.base import Filter, FilterParams, _REGISTRY, register, verdicts
 from curator.run import run_manifest
-from curator.server.runner import running_server
+from curator.teacher.runner import running_server
 from curator.store import catalog
 
 SYSTEM = "You are a careful math tutor."

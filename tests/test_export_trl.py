@@ -16,7 +16,7 @@ transformers = pytest.importorskip("transformers")
 
 from test_export import CHAIN, SYSTEM, out  # noqa: E402,F401  (the module-scoped real run)
 
-from curator.export import ExportOptions, export  # noqa: E402
+from curator.ship.export import ExportOptions, export  # noqa: E402
 
 # A chat template with {% generation %} markers (TRL's assistant_only_loss) that renders
 # reasoning_content the way Qwen3-style templates do.

@@ -8,8 +8,8 @@ from fractions import Fraction
 import polars as pl
 import pytest
 
-from curator.filters.answers import choice_letter, last_number, normalize_text, numbers, parse_number
-from curator.filters.base import FilterContext, get_filter
+from curator.engines.answers import choice_letter, last_number, normalize_text, numbers, parse_number
+from curator.judge.base import FilterContext, get_filter
 
 
 def frame(rows: list[dict]) -> pl.DataFrame:

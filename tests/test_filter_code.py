@@ -9,10 +9,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from curator.filters import code_exec
-from curator.filters.base import FilterContext, get_filter
-from curator.filters.code_exec import extract_code, row_tests
-from curator.sandbox import SandboxResult
+from curator.judge.filters import code_exec
+from curator.judge.base import FilterContext, get_filter
+from curator.judge.filters.code_exec import extract_code, row_tests
+from curator.engines.sandbox import SandboxResult
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox needs Linux")
 
@@ -163,8 +163,8 @@ def test_demo_problems_pass_with_reference_solutions():
 
 
 def test_chain_yaml_loads():
-    from curator.filters.base import all_filters
-    from curator.filters.chain import load_chain
+    from curator.judge.base import all_filters
+    from curator.judge.chain import load_chain
 
     if not {"format", "length"} <= set(all_filters()):
         pytest.skip("format/length filters not available yet")

@@ -3,8 +3,8 @@ import json
 import polars as pl
 import pytest
 
-from curator.filters.base import FilterContext, get_filter
-from curator.filters.chain import load_chain
+from curator.judge.base import FilterContext, get_filter
+from curator.judge.chain import load_chain
 
 BENCH = [
     {"question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether?", "answer": "72"},

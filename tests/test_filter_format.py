@@ -6,9 +6,9 @@ import polars as pl
 import pytest
 
 from curator.config import ManifestError
-from curator.filters.base import FilterContext, get_filter
-from curator.filters.chain import load_chain
-from curator.parse import split_reasoning
+from curator.judge.base import FilterContext, get_filter
+from curator.judge.chain import load_chain
+from curator.sample.parse import split_reasoning
 
 BOXED_PROMPT = [{"role": "user", "content": "What is 2+2?\nPlease reason step by step, and put your final answer within \\boxed{}."}]
 PLAIN_PROMPT = [{"role": "user", "content": "What is 2+2?"}]

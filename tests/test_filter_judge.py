@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 from aiohttp import web
 
-from curator.filters.base import FilterContext, get_filter
-from curator.filters.judge import clip, parse_scores
+from curator.judge.base import FilterContext, get_filter
+from curator.judge.filters.rubric import clip, parse_scores
 
 KEY = "sk-test-key-123456"
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from curator import langid
+from curator.engines import langid
 from curator.config import ManifestError
-from curator.filters.base import FilterContext, get_filter
-from curator.filters.chain import load_chain
-from curator.filters.language import LanguageParams
+from curator.judge.base import FilterContext, get_filter
+from curator.judge.chain import load_chain
+from curator.judge.filters.language import LanguageParams
 
 DATA = Path(__file__).parent / "data" / "langid_eval.jsonl"
 
@@ -342,7 +342,7 @@ def test_speed_on_long_traces():
 def test_worker_processes_give_the_same_verdicts_as_in_process():
     import polars as pl
 
-    from curator.filters.base import FilterContext, get_filter
+    from curator.judge.base import FilterContext, get_filter
 
     english = "We need to compute the total number of apples in all the boxes, then subtract the ones given away. "
     texts = [english * 20 + ("我们需要再检查一遍这个计算结果。" if i % 7 == 0 else "") for i in range(60)]

@@ -7,8 +7,8 @@ import time
 
 import polars as pl
 
-from curator.filters.base import FilterContext, get_filter
-from curator.filters.length import degeneration, wait_sentences, window_stats
+from curator.judge.base import FilterContext, get_filter
+from curator.judge.filters.length import degeneration, wait_sentences, window_stats
 
 # An R1-style trace: says "Wait," a few times, repeats "Let me check", restates an equation.
 NORMAL = """Okay, so I need to find how many positive integers n up to 100 make n^2 + 1 divisible by 5. Hmm, let me think about this.

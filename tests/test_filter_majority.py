@@ -5,8 +5,8 @@ import json
 import polars as pl
 import pytest
 
-from curator.filters.base import FilterContext, get_filter
-from curator.filters.majority import extract_answer, normalize_answer
+from curator.judge.base import FilterContext, get_filter
+from curator.judge.filters.majority import extract_answer, normalize_answer
 
 
 def judge(rows, prior=None, **params):

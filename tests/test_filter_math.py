@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from curator.filters.answers import (
+from curator.engines.answers import (
     all_boxed,
     final_answer,
     gold_answer,
@@ -21,8 +21,8 @@ from curator.filters.answers import (
     last_boxed,
     strip_markdown_bold,
 )
-from curator.filters.base import FilterContext, get_filter
-from curator.filters.math_answer import MathAnswer, answers_match_many, gold_task, pred_task
+from curator.judge.base import FilterContext, get_filter
+from curator.judge.filters.math_answer import MathAnswer, answers_match_many, gold_task, pred_task
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _stop_workers():
     """Math-Verify workers live as long as the process; stop them so later tests see no children."""
     yield
-    from curator.filters._mathverify_worker import close_pools
+    from curator.engines.mathverify import close_pools
 
     close_pools()
 
@@ -305,7 +305,7 @@ def test_verify_timeout_reason():
 
 
 def test_stuck_worker_is_killed_and_replaced():
-    from curator.filters._mathverify_worker import VerifyPool
+    from curator.engines.mathverify import VerifyPool
 
     pool = VerifyPool(2, grace_s=0.5)
     try:
@@ -329,7 +329,7 @@ def test_stuck_worker_is_killed_and_replaced():
 
 
 def test_answers_match_in_process_and_close():
-    from curator.filters.math_answer import answers_match
+    from curator.judge.filters.math_answer import answers_match
 
     assert answers_match(r"$\frac{1}{2}$", r"The answer is $\boxed{0.5}$")
     assert isinstance(answers_match("$28\\%$", "$0.28$"), bool)
@@ -349,7 +349,7 @@ def test_expr_only_reads_boxed_content():
 def test_idle_workers_stop_by_themselves():
     import psutil
 
-    from curator.filters._mathverify_worker import VerifyPool
+    from curator.engines.mathverify import VerifyPool
 
     pool = VerifyPool(1, idle_s=0.5)
     try:

@@ -6,9 +6,9 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from curator import dedup as D
-from curator.filters.base import FilterContext, get_filter
-from curator.filters.chain import apply_steps, load_chain
+from curator.engines import dedup as D
+from curator.judge.base import FilterContext, get_filter
+from curator.judge.chain import apply_steps, load_chain
 
 VOCAB = [f"w{i}" for i in range(5000)] + "the of and to in is that for it as with was on be at by this we".split()
 

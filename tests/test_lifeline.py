@@ -2,7 +2,7 @@
 
 Each case starts a real process that starts a pool and hands its workers a task that blocks
 (or kills itself while the workers are still starting); the test sends SIGKILL to that process
-only and then watches the workers' pids. Before `curator.lifeline`, a Math-Verify worker that
+only and then watches the workers' pids. Before `curator.engines.lifeline`, a Math-Verify worker that
 was busy, or still warming up when the run died, lived on for good (CI's soak found two)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 MATHVERIFY_BUSY = """
 import threading
-from curator.filters._mathverify_worker import VerifyPool
+from curator.engines.mathverify import VerifyPool
 pool = VerifyPool(2, idle_s=None)
 t = threading.Thread(target=pool.run, args=([{"gold": "1", "pred": "1", "timeout_s": 60, "_test_block_s": 60}] * 2,), daemon=True)
 t.start()
@@ -33,7 +33,7 @@ time.sleep(120)
 """
 
 MATHVERIFY_STARTING = """
-from curator.filters._mathverify_worker import VerifyPool
+from curator.engines.mathverify import VerifyPool
 pool = VerifyPool(2, idle_s=None)
 pool._ensure()
 print(" ".join(str(w.proc.pid) for w in pool._workers), flush=True)
@@ -43,7 +43,7 @@ time.sleep(120)
 
 FILTER_POOL = """
 import time
-from curator.filters.base import FilterContext
+from curator.judge.base import FilterContext
 pool = FilterContext(workers=2).pool()
 futs = [pool.submit(time.sleep, 120) for _ in range(2)]
 while len(pool._processes) < 2:
@@ -58,7 +58,7 @@ if __name__ == "__main__":
     import os
     import time
     from concurrent.futures import ProcessPoolExecutor
-    from curator.lifeline import exit_with_parent
+    from curator.engines.lifeline import exit_with_parent
     # Python 3.14's default start method: the workers' parent is the fork server, not the run.
     pool = ProcessPoolExecutor(2, mp_context=mp.get_context("forkserver"), initializer=exit_with_parent, initargs=(os.getpid(),))
     assert pool.submit(sum, [1, 2]).result(timeout=60) == 3  # the watch does not end a live run's workers
@@ -72,7 +72,7 @@ if __name__ == "__main__":
 LANGUAGE_POOL = """
 if __name__ == "__main__":
     import time
-    from curator.filters.language import _pool
+    from curator.judge.filters.language import _pool
     pool = _pool(2)
     # Both workers started and serving (a queued task counts as running() before any worker
     # took it, and a worker still starting would exit on the queue's EOF anyway).

@@ -1,4 +1,4 @@
-from curator.parse import read_usage, split_reasoning
+from curator.sample.parse import read_usage, split_reasoning
 
 
 def test_reasoning_content_field():

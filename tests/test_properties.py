@@ -7,9 +7,9 @@ from fractions import Fraction
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from curator.filters import answers
-from curator.filters.code_exec import extract_code
-from curator.parse import split_reasoning, split_spans
+from curator.judge.filters import answers
+from curator.judge.filters.code_exec import extract_code
+from curator.sample.parse import split_reasoning, split_spans
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -1,7 +1,7 @@
 import asyncio
 import time
 
-from curator.ratelimit import RateLimiter, parse_duration, retry_after
+from curator.sample.ratelimit import RateLimiter, parse_duration, retry_after
 
 
 def test_parse_durations():

@@ -22,7 +22,7 @@ import pytest
 
 from conftest import ROOT, cli
 from curator.config import load_manifest
-from curator.report import build_report
+from curator.audit.report import build_report
 from curator.run import run_manifest
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -196,7 +196,7 @@ def test_gsm8k_on_llama_cpp(tmp_path, llama_server):
 
     # The GGUF's own vocabulary counts the answers as the server did (what the sampler uses when
     # a server sends no usage, with teacher.tokenizer: the .gguf).
-    from curator.tokencount import CharEstimate, load_counter
+    from curator.sample.tokencount import CharEstimate, load_counter
 
     vocab, chars = load_counter(gguf_path()), CharEstimate()
     exact = [abs(vocab.count(r[9] or "") - r[4]) / r[4] for r in rows]

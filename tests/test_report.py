@@ -11,10 +11,10 @@ import pytest
 
 from conftest import cli, write_manifest
 from curator.config import load_manifest
-from curator.cost import format_usd
-from curator.drift import gold_answer, predicted_answer
-from curator.filters.base import Filter, register, verdicts
-from curator.html_report import read_embedded
+from curator.sample.cost import format_usd
+from curator.audit.drift import gold_answer, predicted_answer
+from curator.judge.base import Filter, register, verdicts
+from curator.audit.html_report import read_embedded
 from curator.run import run_manifest
 
 
@@ -44,8 +44,8 @@ def _problems(path: Path, prefix: str, noun: str, n: int) -> None:
 @pytest.fixture(scope="module")
 def out(tmp_path_factory):
     """Two sources into one output directory, the full chain (format, language, gold, length, near_dup)."""
-    from curator.server.config import ServerConfig
-    from curator.server.runner import running_server
+    from curator.teacher.config import ServerConfig
+    from curator.teacher.runner import running_server
 
     tmp = tmp_path_factory.mktemp("report")
     _problems(tmp / "problems.jsonl", "a", "apples", 30)
@@ -241,7 +241,7 @@ def test_no_chain_counts_every_sample_as_accepted(tmp_path, server):
     url = server()
     m = write_manifest(tmp_path, url, n=2, problems=4)
     run_manifest(load_manifest(m), progress=False)
-    from curator.report import build_report
+    from curator.audit.report import build_report
 
     r = build_report(tmp_path / "out")
     assert r["chain"] is None and r["sampled"] == r["accepted"] == 8

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, cli, write_manifest
 
-from curator.server.config import ServerConfig
-from curator.server.runner import ServerProcess
+from curator.teacher.config import ServerConfig
+from curator.teacher.runner import ServerProcess
 from curator.store.journal import read_journal
 from curator.store.rescue import rescue_paths
 from curator.store.sample_store import QUARANTINE, journal_paths, stored_keys

@@ -141,8 +141,8 @@ def test_resume_with_nothing_to_buy_needs_no_teacher(tmp_path):
     """A run killed after its last answer (while judging), or one that reached max_accepted,
     finishes on resume even when the teacher is gone; a session with answers still to buy checks
     the teacher first, as a first run does."""
-    from curator.server.config import ServerConfig
-    from curator.server.runner import running_server
+    from curator.teacher.config import ServerConfig
+    from curator.teacher.runner import running_server
 
     chain = str(ROOT / "filters" / "r1-math.yaml")
     problems = write_problems(tmp_path / "problems.jsonl")
@@ -207,8 +207,8 @@ def test_rerun_sends_nothing_and_changed_params_never_reuse(tmp_path, server):
 
 
 def test_resume_after_kill_9(tmp_path, server):
-    from curator.server.runner import ServerProcess
-    from curator.server.config import ServerConfig
+    from curator.teacher.runner import ServerProcess
+    from curator.teacher.config import ServerConfig
 
     srv = ServerProcess(ServerConfig.load({"latency_ms": 150, "jitter_ms": 50}))
     try:

@@ -11,13 +11,14 @@ import pytest
 
 from conftest import cli, write_manifest, write_problems
 from curator.config import load_manifest
-from curator.cost import request_cost
-from curator.parse import Usage
-from curator.report import build_report
+from curator.sample.cost import request_cost
+from curator.sample.parse import Usage
+from curator.audit.report import build_report
 from curator.store.catalog import query as q
-from curator.run import run_manifest, status
-from curator.tokencount import CharEstimate, PER_MESSAGE_TOKENS, PRIMING_TOKENS
-from curator.window import AdaptiveWindow
+from curator.run import run_manifest
+from curator.audit.status import status
+from curator.sample.tokencount import CharEstimate, PER_MESSAGE_TOKENS, PRIMING_TOKENS
+from curator.sample.window import AdaptiveWindow
 
 
 def log_lines(path):

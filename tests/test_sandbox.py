@@ -1,4 +1,4 @@
-"""curator.sandbox: real subprocesses; hostile programs must leave the run and the machine unharmed."""
+"""curator.engines.sandbox: real subprocesses; hostile programs must leave the run and the machine unharmed."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from curator.sandbox import UID_BASE, UID_SPAN, run_python, split_tests
+from curator.engines.sandbox import UID_BASE, UID_SPAN, run_python, split_tests
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox needs Linux")
 
@@ -370,7 +370,7 @@ def test_hostile_samples_fail_alone_in_a_code_filter_batch(tmp_path):
 
     import polars as pl
 
-    from curator.filters.base import FilterContext, get_filter
+    from curator.judge.base import FilterContext, get_filter
 
     outside = tmp_path / "escaped.txt"
     listener = socket.socket()

@@ -12,11 +12,11 @@ import openai
 import pytest
 from openai import OpenAI
 
-from curator.parse import read_usage, split_reasoning
-from curator.server import ServerConfig, ServerProcess, make_app, running_server
-from curator.server.__main__ import build_parser, config_from_args
-from curator.server.problems import ProblemIndex, normalize_gold
-from curator.server.teacher import wrong_answer
+from curator.sample.parse import read_usage, split_reasoning
+from curator.teacher import ServerConfig, ServerProcess, make_app, running_server
+from curator.teacher.config import config_from_options
+from curator.teacher.problems import ProblemIndex, normalize_gold
+from curator.teacher.answers import wrong_answer
 
 MSG = [{"role": "user", "content": "What is 6 times 7? Think step by step."}]
 
@@ -466,9 +466,7 @@ def test_config_validation_and_yaml(tmp_path):
     cfg = ServerConfig.load(p, seed=4)
     assert cfg.latency_ms == 5 and cfg.mix == {"right": 0.9, "wrong": 0.1} and cfg.seed == 4
     assert cfg.fail_first == {"429": 1}
-    args = build_parser().parse_args(["--config", str(p), "--latency-ms", "7", "--mix", "right=1",
-                                      "--models", "a,b", "--fail-first", "500=2"])
-    cfg = config_from_args(args)
+    cfg = config_from_options(str(p), latency_ms=7, mix="right=1", models="a,b", fail_first="500=2")
     assert cfg.latency_ms == 7 and cfg.mix == {"right": 1.0} and cfg.models == ["a", "b"]
     assert cfg.fail_first == {"500": 2}
     assert make_app(cfg) is not None

@@ -1,4 +1,4 @@
-"""Soak at CI size (curator/soak.py; full size: bench/soak.py): 2,000 samples through the fault mix,
+"""Soak at CI size (bench/soak_harness.py; full size: bench/soak.py): 2,000 samples through the fault mix,
 a 429 burst and 5 kill -9 of `curator run`, checked against the teacher's request log and an
 uninterrupted run. Also the two server features the soak rests on: the request log and the burst."""
 
@@ -9,10 +9,10 @@ import time
 import urllib.error
 import urllib.request
 
-from curator.server.config import ServerConfig
-from curator.server.reqlog import prompt_hash
-from curator.server.runner import running_server
-from curator.soak import FAULT_MIX, SoakOptions, format_figures, soak, violations
+from curator.teacher.config import ServerConfig
+from curator.teacher.reqlog import prompt_hash
+from curator.teacher.runner import running_server
+from bench.soak_harness import FAULT_MIX, SoakOptions, format_figures, soak, violations
 
 
 def _post(url: str, body: dict) -> tuple[int, dict, dict]:

@@ -37,8 +37,7 @@ from curator.store.shards import footer_path, new_shard_name, warn, read_checked
 QUARANTINE = "quarantine"
 
 
-class StoreLocked(Exception):
-    pass
+from curator.errors import StoreLocked  # noqa: E402,F401  (raised here; defined with the root)
 
 
 _HELD: set[str] = set()  # POSIX locks do not exclude the process that holds them: track our own

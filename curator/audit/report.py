@@ -1,0 +1,448 @@
+"""The numbers of an output directory, computed with DuckDB over its shards and verdicts.
+
+`build_report(out_dir)` returns one JSON-ready dict; `curator report` prints it (rich tables) and
+renders it to HTML (`curator.audit.html_report`). Every figure is a query over the catalog views, so a
+test (or a person with the DuckDB CLI) can recompute any of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from curator.store import catalog
+from curator.store.layout import OutputDir
+
+PER = 50_000  # "per 50k accepted": the size of a typical distillation set (the card uses it too)
+QUANTILES = [0.05, 0.25, 0.5, 0.75, 0.95]
+HIST_BINS = 30
+
+# Length measures: name -> (SQL expression over a samples row, unit).
+LENGTHS = {
+    "cot_tokens": ("reasoning_tokens", "tokens"),
+    "output_tokens": ("completion_tokens", "tokens"),
+    "cot_chars": ("cot_chars", "chars"),
+    "completion_chars": ("completion_chars", "chars"),
+}
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[dict[str, Any]]:
+    cur = con.execute(sql, params or [])
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def _one(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> dict[str, Any]:
+    rows = _rows(con, sql, params)
+    return rows[0] if rows else {}
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def clean(obj: Any) -> Any:
+    """JSON-safe: NaN/inf -> None, tuples -> lists, numpy/decimal scalars -> float."""
+    if isinstance(obj, dict):
+        return {str(k): clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    try:
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    except (TypeError, ValueError):
+        return str(obj)
+
+
+def chain_info(out_dir: Path) -> dict[str, Any] | None:
+    data = OutputDir(out_dir).chain()
+    if data is None:
+        return None
+    steps = [{"step": i, "filter": s.get("filter"), "params": s.get("params") or {}} for i, s in enumerate(data.get("steps", []))]
+    return {"name": data.get("name"), "digest": data.get("digest"), "steps": steps}
+
+
+def _journal_rows(out_dir: Path) -> int:
+    d = OutputDir(out_dir).journal
+    if not d.exists():
+        return 0
+    return sum(p.read_bytes().count(b"\n") for p in d.glob("*.jsonl"))
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+def _block_table(con: duckdb.DuckDBPyConnection, steps: int) -> None:
+    """TEMP table `blk`: for each sample, the first step it did not pass (null: passed all).
+    A step with no verdict yet (a dataset step still to run) blocks as `pending`."""
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE grid AS
+        SELECT s.key, st.step, v.passed, v.reason
+        FROM (SELECT key FROM rs) s
+        CROSS JOIN (SELECT range AS step FROM range({int(steps)})) st
+        LEFT JOIN rv v ON v.key = s.key AND v.step = st.step
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE blk AS
+        SELECT s.key, g.first_block, g.first_fail
+        FROM (SELECT key FROM rs) s
+        LEFT JOIN (SELECT key, min(step) FILTER (WHERE passed IS NOT TRUE) AS first_block,
+                          min(step) FILTER (WHERE passed = false) AS first_fail FROM grid GROUP BY key) g USING (key)
+        """
+    )
+
+
+def funnel(con: duckdb.DuckDBPyConnection, chain: dict[str, Any] | None, sampled: int) -> tuple[list[dict[str, Any]], int, int]:
+    """Sequential funnel: sampled -> rows surviving steps 0..k -> accepted. Returns (funnel, accepted, pending)."""
+    out = [{"stage": "sampled", "step": None, "filter": None, "remaining": sampled, "rejected": 0, "pending": 0,
+            "share_of_sampled": 1.0 if sampled else None, "reasons": [], "rejects_alone": None}]
+    if chain is None or not chain["steps"]:
+        return out, sampled, 0
+    n = len(chain["steps"])
+    _block_table(con, n)
+    for s in chain["steps"]:
+        k = s["step"]
+        row = _one(
+            con,
+            """
+            SELECT count(*) FILTER (WHERE first_block IS NULL OR first_block > ?) AS remaining,
+                   count(*) FILTER (WHERE first_block = ? AND g.passed = false) AS rejected,
+                   count(*) FILTER (WHERE first_block = ? AND g.passed IS NULL) AS pending
+            FROM blk LEFT JOIN grid g ON g.key = blk.key AND g.step = blk.first_block
+            """,
+            [k, k, k],
+        )
+        reasons = _rows(
+            con,
+            """
+            SELECT g.reason, count(*) AS count FROM blk JOIN grid g ON g.key = blk.key AND g.step = blk.first_block
+            WHERE blk.first_block = ? AND g.passed = false GROUP BY 1 ORDER BY 2 DESC, 1
+            """,
+            [k],
+        )
+        alone = _one(con, "SELECT count(*) FILTER (WHERE passed = false) AS n FROM grid WHERE step = ?", [k])["n"]
+        out.append({
+            "stage": s["filter"], "step": k, "filter": s["filter"], "remaining": row["remaining"],
+            "rejected": row["rejected"], "pending": row["pending"], "share_of_sampled": _div(row["remaining"], sampled),
+            "reasons": reasons, "rejects_alone": alone,
+        })
+    acc = _one(con, "SELECT count(*) FILTER (WHERE first_block IS NULL) AS a, count(*) FILTER (WHERE first_block IS NOT NULL AND NOT EXISTS (SELECT 1 FROM grid g WHERE g.key = blk.key AND g.passed = false)) AS p FROM blk")
+    out.append({"stage": "accepted", "step": None, "filter": None, "remaining": acc["a"], "rejected": 0, "pending": 0,
+                "share_of_sampled": _div(acc["a"], sampled), "reasons": [], "rejects_alone": None})
+    return out, acc["a"], acc["p"]
+
+
+def step_funnel(con: duckdb.DuckDBPyConnection, out_dir: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The chain and its funnel alone (the dataset card's table): the same numbers as the report's."""
+    chain = chain_info(out_dir)
+    con.execute("CREATE OR REPLACE TEMP TABLE rs AS SELECT key FROM shards_raw")
+    con.execute("CREATE OR REPLACE TEMP TABLE rv AS SELECT v.* FROM verdicts v SEMI JOIN rs USING (key)")
+    sampled = con.execute("SELECT count(*) FROM rs").fetchone()[0]
+    return chain, funnel(con, chain, sampled)[0]
+
+
+def _accepted_expr(has_chain: bool) -> str:
+    # No chain: every stored sample is kept (what `export` would ship).
+    return "(blk.first_block IS NULL)" if has_chain else "true"
+
+
+def _samples_from(has_chain: bool) -> str:
+    return "rs s LEFT JOIN blk USING (key)" if has_chain else "rs s"
+
+
+def costs(con, has_chain: bool, sampled: int, accepted: int, per: int) -> dict[str, Any]:
+    acc = _accepted_expr(has_chain)
+    r = _one(
+        con,
+        f"""
+        SELECT sum(cost_usd) AS usd_known,
+               count(*) FILTER (WHERE cost_usd IS NULL) AS unknown,
+               sum(cost_usd) FILTER (WHERE {acc}) AS usd_accepted,
+               sum(cost_usd) FILTER (WHERE NOT {acc}) AS usd_rejected,
+               sum(prompt_tokens) AS prompt, sum(cached_tokens) AS cached, sum(completion_tokens) AS completion,
+               sum(reasoning_tokens) AS reasoning,
+               count(DISTINCT request_id) AS requests,
+               count(*) FILTER (WHERE usage_estimated) AS estimated
+        FROM {_samples_from(has_chain)}
+        """,
+    )
+    complete = r["unknown"] == 0 and sampled > 0
+    total = (r["usd_known"] or 0.0) if complete else None
+    if sampled == 0:
+        total = 0.0
+    tokens = {
+        "prompt": int(r["prompt"] or 0),
+        "cached_prompt": int(r["cached"] or 0),
+        "completion": int(r["completion"] or 0),
+        "reasoning": int(r["reasoning"] or 0),
+    }
+    tokens["total"] = tokens["prompt"] + tokens["completion"]
+    tokens["per_sample"] = {k: _div(v, sampled) for k, v in tokens.items() if not isinstance(v, dict)}
+    tokens["per_accepted"] = {k: _div(v, accepted) for k, v in tokens.items() if k not in ("per_sample",)}
+    tokens[f"per_{per // 1000}k_accepted"] = {k: (None if v is None else v * per) for k, v in tokens["per_accepted"].items()}
+    return {
+        "total_usd": total,
+        "usd_known_part": r["usd_known"] or 0.0,
+        "samples_without_cost": r["unknown"],
+        # > 0: token and dollar totals include local counts (the teacher sent no usage; curator/sample/tokencount.py)
+        "samples_with_estimated_usage": r["estimated"],
+        "usd_per_sample": _div(total, sampled),
+        "usd_per_accepted": _div(total, accepted),
+        "usd_per_50k_accepted": None if _div(total, accepted) is None else _div(total, accepted) * per,
+        "usd_on_accepted": r["usd_accepted"] if complete else None,
+        "usd_on_rejected": (r["usd_rejected"] or 0.0) if complete else None,
+        "requests": r["requests"],
+        "tokens": tokens,
+    }
+
+
+def lengths(con, has_chain: bool) -> dict[str, Any]:
+    acc = _accepted_expr(has_chain)
+    out: dict[str, Any] = {}
+    qs = ", ".join(str(q) for q in QUANTILES)
+    for name, (expr, unit) in LENGTHS.items():
+        stats = {}
+        for group, cond in (("all", "true"), ("accepted", acc)):
+            r = _one(
+                con,
+                f"""
+                SELECT count(x) AS n, avg(x) AS mean, min(x) AS min, max(x) AS max, quantile_cont(x, [{qs}]) AS q
+                FROM (SELECT {expr} AS x FROM {_samples_from(has_chain)} WHERE {cond})
+                """,
+            )
+            q = r.get("q") or [None] * len(QUANTILES)
+            stats[group] = {"n": r["n"], "mean": r["mean"], "min": r["min"], "max": r["max"],
+                            **{f"p{int(p * 100)}": v for p, v in zip(QUANTILES, q)}}
+        hist = None
+        top = stats["all"]["max"]
+        if stats["all"]["n"]:
+            width = max(1, math.ceil((float(top) + 1) / HIST_BINS))
+            edges = [i * width for i in range(HIST_BINS + 1)]
+            counts = {}
+            for group, cond in (("all", "true"), ("accepted", acc)):
+                rows = _rows(
+                    con,
+                    f"""
+                    SELECT least(CAST(floor(x / {width}) AS BIGINT), {HIST_BINS - 1}) AS b, count(*) AS n
+                    FROM (SELECT {expr} AS x FROM {_samples_from(has_chain)} WHERE {cond}) WHERE x IS NOT NULL GROUP BY 1
+                    """,
+                )
+                c = [0] * HIST_BINS
+                for row in rows:
+                    c[int(row["b"])] = row["n"]
+                counts[group] = c
+            hist = {"edges": edges, **counts}
+        out[name] = {"unit": unit, **stats, "hist": hist}
+    return out
+
+
+def _lang_details(con) -> dict[str, Any]:
+    """Language statistics from the `language` step's verdicts: reasons, the language a rejected
+    trace was written in (`language`), the languages of its offending sentences (`examples[].lang`),
+    the foreign scripts found (`scripts`), the field that failed, and numeric measures (mean, max).
+    Unknown keys are summarised the same way (strings -> counts, numbers -> mean/max)."""
+    steps = _rows(con, "SELECT DISTINCT step FROM rv WHERE filter = 'language'")
+    if not steps:
+        return {"available": False}
+    con.execute("CREATE OR REPLACE TEMP TABLE lang AS SELECT v.*, TRY_CAST(v.details AS JSON) AS d FROM rv v WHERE v.filter = 'language'")
+    base = "SELECT * FROM lang"
+    summary = _one(con, f"SELECT count(*) AS judged, count(*) FILTER (WHERE passed) AS passed, count(*) FILTER (WHERE NOT passed) AS rejected FROM ({base})")
+    reasons = _rows(con, f"SELECT reason, count(*) AS count FROM ({base}) WHERE NOT passed GROUP BY 1 ORDER BY 2 DESC, 1")
+    keys = [r["k"] for r in _rows(con, f"SELECT DISTINCT unnest(json_keys(d)) AS k FROM ({base}) WHERE d IS NOT NULL AND json_type(d) = 'OBJECT' ORDER BY 1")]
+    by_key: dict[str, Any] = {}
+    for k in keys:
+        path = "$." + json.dumps(k)
+        kinds = {r["t"] for r in _rows(con, f"SELECT DISTINCT json_type(d, '{path}') AS t FROM ({base}) WHERE d IS NOT NULL")}
+        kinds -= {None, "NULL"}
+        if not kinds:
+            continue
+        if kinds <= {"VARCHAR"}:
+            vals = _rows(con, f"SELECT json_extract_string(d, '{path}') AS value, count(*) AS count FROM ({base}) WHERE json_extract_string(d, '{path}') IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20")
+            by_key[k] = {"kind": "category", "values": vals}
+        elif kinds <= {"DOUBLE", "UBIGINT", "BIGINT", "INTEGER"}:
+            r = _one(con, f"SELECT count(x) AS n, avg(x) AS mean, max(x) AS max FROM (SELECT TRY_CAST(json_extract(d, '{path}') AS DOUBLE) AS x FROM ({base}))")
+            by_key[k] = {"kind": "number", **r}
+        elif kinds <= {"OBJECT"}:
+            # {"scripts": {"latin": 0.9, "han": 0.1}}: in how many verdicts each inner key appears.
+            vals = _rows(con, f"SELECT unnest(json_keys(json_extract(d, '{path}'))) AS value, count(*) AS count FROM ({base}) WHERE json_type(d, '{path}') = 'OBJECT' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20")
+            by_key[k] = {"kind": "keys", "values": vals}
+        elif kinds <= {"ARRAY"}:
+            # [{"text": ..., "lang": "zh", ...}]: count the languages named in the list.
+            vals = _rows(con, f"""
+                SELECT value, count(*) AS count FROM (
+                    SELECT unnest(json_extract_string(d, '{path}[*].lang')) AS value FROM ({base}) WHERE json_type(d, '{path}') = 'ARRAY')
+                WHERE value IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20""")
+            if vals:
+                by_key[k + ".lang"] = {"kind": "category", "values": vals}
+    return {"available": True, "step": steps[0]["step"], **summary, "reasons": reasons, "details": by_key}
+
+
+def duplicates(con, top: int = 10) -> dict[str, Any]:
+    """Near-duplicate clusters from the `near_dup` step's details (duplicate_of, cluster, cluster_size)."""
+    steps = _rows(con, "SELECT DISTINCT step FROM rv WHERE filter = 'near_dup'")
+    if not steps:
+        return {"available": False}
+    base = """SELECT v.key, v.passed, TRY_CAST(v.details AS JSON) AS d FROM rv v WHERE v.filter = 'near_dup'"""
+    rej = f"""SELECT key, coalesce(json_extract_string(d, '$.cluster'), json_extract_string(d, '$.duplicate_of')) AS cluster,
+                     json_extract_string(d, '$.duplicate_of') AS keep,
+                     TRY_CAST(json_extract(d, '$.cluster_size') AS BIGINT) AS size_hint
+              FROM ({base}) WHERE NOT passed"""
+    summary = _one(con, f"SELECT count(*) AS judged, count(*) FILTER (WHERE NOT passed) AS duplicates FROM ({base})")
+    clusters = _rows(
+        con,
+        f"""
+        SELECT cluster, greatest(count(*) + 1, coalesce(max(size_hint), 0)) AS size, any_value(keep) AS keep
+        FROM ({rej}) r GROUP BY cluster ORDER BY size DESC, cluster LIMIT {int(top)}
+        """,
+    )
+    kept = [c["keep"] for c in clusters if c["keep"]]
+    text = {}
+    if kept:
+        text = {r["key"]: r for r in _rows(con, "SELECT key, prompt_id, left(coalesce(nullif(cot, ''), completion, ''), 240) AS example FROM shards_raw WHERE list_contains(?, key)", [kept])}
+    for c in clusters:
+        t = text.get(c["keep"], {})
+        c["example"], c["prompt_id"] = t.get("example"), t.get("prompt_id")
+    n_clusters = _one(con, f"SELECT count(DISTINCT cluster) AS n FROM ({rej})")["n"]
+    sizes = _rows(con, f"SELECT size, count(*) AS clusters FROM (SELECT cluster, greatest(count(*) + 1, coalesce(max(size_hint), 0)) AS size FROM ({rej}) GROUP BY 1) GROUP BY 1 ORDER BY 1")
+    return {"available": True, "step": steps[0]["step"], **summary, "clusters": n_clusters, "largest": clusters, "sizes": sizes}
+
+
+def sources(con, has_chain: bool, per: int) -> list[dict[str, Any]]:
+    acc = _accepted_expr(has_chain)
+    rows = _rows(
+        con,
+        f"""
+        SELECT source, count(*) AS sampled, count(DISTINCT prompt_id) AS prompts,
+               count(*) FILTER (WHERE {acc}) AS accepted,
+               CASE WHEN count(*) FILTER (WHERE cost_usd IS NULL) = 0 THEN sum(cost_usd) END AS usd,
+               sum(completion_tokens) AS completion_tokens
+        FROM {_samples_from(has_chain)} GROUP BY source ORDER BY sampled DESC, source
+        """,
+    )
+    for r in rows:
+        r["acceptance_rate"] = _div(r["accepted"], r["sampled"])
+        r["usd_per_accepted"] = _div(r["usd"], r["accepted"])
+        r["usd_per_50k_accepted"] = None if r["usd_per_accepted"] is None else r["usd_per_accepted"] * per
+    return rows
+
+
+def drift(con, out_dir: Path, window: int | None = None) -> list[dict[str, Any]]:
+    from curator.audit.drift import drift_signals
+
+    has_math = bool(_rows(con, "SELECT 1 FROM rv WHERE filter = 'math' LIMIT 1"))
+    math_join = (
+        "LEFT JOIN (SELECT key, bool_and(passed) AS math_passed FROM rv WHERE filter = 'math' GROUP BY key) m USING (key)"
+        if has_math else ""
+    )
+    df = con.sql(
+        f"""
+        SELECT s.seq, s.cot_source, s.completion, s.gold, s.cot_len {', m.math_passed' if has_math else ''}
+        FROM rs s {math_join} ORDER BY s.seq
+        """
+    ).pl()
+    return drift_signals(df, window=window)
+
+
+def build_report(out_dir: str | Path, *, per: int = PER, drift_window: int | None = None) -> dict[str, Any]:
+    """Everything `curator report` shows, as one JSON-ready dict."""
+    out_dir = Path(out_dir)
+    con = catalog.connect(out_dir, read_only=True)
+    try:
+        chain = chain_info(out_dir)
+        has_chain = bool(chain and chain["steps"])
+        # One pass over the Parquet files: the columns the report reads (no CoT text), and the
+        # verdicts of stored samples; every query below reads these two tables.
+        con.execute(
+            """
+            CREATE TEMP TABLE rs AS
+            SELECT key, prompt_id, sample_index, source, gold, completion, cot_source, finish_reason,
+                   prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens, cost_usd, usage_estimated, request_id,
+                   latency_s, created_at, seq,
+                   length(coalesce(cot, '')) AS cot_chars, length(coalesce(completion, '')) AS completion_chars,
+                   length(regexp_extract_all(coalesce(cot, ''), '\\S+')) AS cot_len
+            FROM shards_raw
+            """
+        )
+        con.execute("CREATE TEMP TABLE rv AS SELECT v.* FROM verdicts v SEMI JOIN rs USING (key)")
+        base = _one(con, "SELECT count(*) AS sampled, count(DISTINCT prompt_id) AS prompts, min(created_at) AS first, max(created_at) AS last FROM rs")
+        sampled = base["sampled"]
+        fun, accepted, pending = funnel(con, chain, sampled)
+        if not has_chain:
+            con.execute("CREATE OR REPLACE TEMP TABLE blk AS SELECT key, NULL::BIGINT AS first_block, NULL::BIGINT AS first_fail FROM rs")
+        # As the `samples` view names them: "<filter>:<reason>" of the first failing step.
+        rejected, reasons = 0, []
+        if has_chain:
+            rejected = _one(con, "SELECT count(*) AS n FROM blk WHERE first_fail IS NOT NULL")["n"]
+            reasons = _rows(
+                con,
+                """SELECT v.filter || ':' || v.reason AS reason, count(*) AS count
+                   FROM blk JOIN rv v ON v.key = blk.key AND v.step = blk.first_fail GROUP BY 1 ORDER BY 2 DESC, 1""",
+            )
+        money = costs(con, has_chain, sampled, accepted, per)
+        runs = []
+        if _rows(con, "SELECT 1 FROM duckdb_views() WHERE view_name = 'runs' UNION ALL SELECT 1 FROM duckdb_tables() WHERE table_name = 'runs'"):
+            runs = _rows(con, "SELECT run_id, command, status, started_at, ended_at, requests, samples, prompt_tokens, completion_tokens, cost_usd FROM runs ORDER BY started_at")
+        # HTTP attempts (retries included) against answered requests: a gap is retries, or
+        # requests a provider may have billed without an answer being stored (timeouts).
+        money["http_attempts"] = sum(r["requests"] or 0 for r in runs) if runs else None
+        manifest_name = None
+        resolved = out_dir / "manifest.resolved.yaml"
+        model = None
+        if resolved.exists():
+            import yaml
+
+            m = yaml.safe_load(resolved.read_text()) or {}
+            manifest_name = m.get("name")
+            model = (m.get("teacher") or {}).get("model")
+        report: dict[str, Any] = {
+            "out_dir": str(out_dir.resolve()),
+            "name": manifest_name,
+            "model": model,
+            "generated_at": time.time(),
+            "chain": chain,
+            "sampled": sampled,
+            "prompts": base["prompts"],
+            "accepted": accepted,
+            "rejected": rejected,
+            "pending": pending,
+            "acceptance_rate": _div(accepted, sampled),
+            "journal_rows_not_in_shards": _journal_rows(out_dir),
+            "per": per,
+            "funnel": fun,
+            "reject_reasons": reasons,
+            **{k: money[k] for k in ("total_usd", "usd_per_sample", "usd_per_accepted", "usd_per_50k_accepted")},
+            "cost": {k: v for k, v in money.items() if k not in ("tokens",)},
+            "tokens": money["tokens"],
+            "lengths": lengths(con, has_chain),
+            "finish_reasons": _rows(con, "SELECT finish_reason, count(*) AS count FROM rs GROUP BY 1 ORDER BY 2 DESC, 1"),
+            "cot_sources": _rows(con, "SELECT cot_source, count(*) AS count FROM rs GROUP BY 1 ORDER BY 2 DESC, 1"),
+            "languages": _lang_details(con),
+            "duplicates": duplicates(con),
+            "sources": sources(con, has_chain, per),
+            "runs": runs,
+            "wall_s": (base["last"] - base["first"]) if base["first"] is not None else None,
+        }
+        report["drift"] = drift(con, out_dir, drift_window)
+        return clean(report)
+    finally:
+        con.close()
+
+
+def drift_warnings(report: dict[str, Any]) -> list[str]:
+    return [m for s in report.get("drift", []) for m in s.get("messages", [])]

@@ -1,0 +1,66 @@
+"""`curator status`: counts, tokens and cost so far of an output folder, cheap enough to call
+while a run is writing (aggregates in DuckDB, no trace text loaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from curator.store import catalog
+from curator.store.journal import read_journal
+from curator.store.layout import OutputDir
+from curator.store.rescue import rescue_paths
+from curator.store.sample_store import journal_paths
+
+
+def status(out_dir: Path) -> dict[str, Any]:
+    """Counts, tokens and cost so far: aggregates in DuckDB over the shards, plus the journal
+    rows a running (or killed) run has not compacted yet and rescue journal rows; no trace text
+    is loaded."""
+    manifest = OutputDir(out_dir).manifest()
+    con = catalog.connect(out_dir, read_only=True)
+    try:
+        keys, pt, ct, cost, unpriced, acc, rej, est = con.execute(
+            "SELECT count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), coalesce(sum(cost_usd), 0),"
+            " count(*) FILTER (WHERE cost_usd IS NULL), count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE accepted = false),"
+            " count(*) FILTER (WHERE usage_estimated) FROM samples"
+        ).fetchall()[0]
+        prompts = {r[0] for r in con.execute("SELECT DISTINCT prompt_id FROM shards_raw").fetchall()}
+        runs = [dict(zip([d[0] for d in con.description], r)) for r in con.execute("SELECT run_id, command, status, samples, cost_usd FROM runs ORDER BY started_at").fetchall()]
+        rescued = rescue_paths(out_dir)
+        loose = [(path in rescued, r) for path in journal_paths(out_dir) + rescued for r in read_journal(path)]
+        # A kill between a shard's write and its journal's removal leaves rows in both: count once.
+        seen = {k for (k,) in con.execute("SELECT key FROM shards_raw WHERE key IN (SELECT unnest($k))",
+                                          {"k": [r["key"] for _, r in loose]}).fetchall()} if loose else set()
+    finally:
+        con.close()
+    in_shards = keys
+    in_rescue = 0
+    for from_rescue, r in loose:
+        if r["key"] in seen:
+            continue
+        seen.add(r["key"])
+        keys += 1
+        in_rescue += from_rescue
+        prompts.add(r.get("prompt_id"))
+        pt += r.get("prompt_tokens") or 0
+        ct += r.get("completion_tokens") or 0
+        est += bool(r.get("usage_estimated"))
+        if r.get("cost_usd") is None:
+            unpriced += 1
+        else:
+            cost += r["cost_usd"]
+    return {
+        "name": manifest.name,
+        "stored": keys,
+        "in_journal": keys - in_shards - in_rescue,
+        "in_rescue": in_rescue,  # kept on another disk when OUT's journal could not be written
+        "prompts": len(prompts),
+        "prompt_tokens": int(pt),
+        "completion_tokens": int(ct),
+        "cost_usd": None if unpriced else float(cost),
+        "usage_estimated_samples": est,  # > 0: the token and cost totals include local estimates
+        "accepted": acc,
+        "rejected": rej,
+        "runs": runs,
+    }
