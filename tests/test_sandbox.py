@@ -221,7 +221,7 @@ except OSError:
     r = run_python(code, ["assert not WROTE"])
     assert r.status == "ok", r
     assert canary.read_text() == "alive"
-    assert (ROOT / "pyproject.toml").exists() and (ROOT / "curator" / "sandbox.py").exists()
+    assert (ROOT / "pyproject.toml").exists() and (ROOT / "curator" / "engines" / "sandbox" / "runner.py").exists()
     assert not (ROOT / "pwned.txt").exists()
     assert sorted(p.name for p in ROOT.iterdir()) == project_files
     assert_clean(r)

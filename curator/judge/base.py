@@ -5,9 +5,12 @@ frame of samples (columns of `curator.records.SAMPLE_SCHEMA`, plus `prior_passed
 earlier step of the chain accepted the row), return one verdict per row as a frame with columns
 `key`, `passed` (bool), `reason` (str reason code, null when passed) and `details` (JSON str or null).
 
-`scope = "sample"` filters judge each row alone (the chain may split the frame into batches and
-call them as samples arrive); `scope = "dataset"` filters (near-dup, majority vote) need every
-sample of the output at once and run as a pass over all shards.
+Two scopes, declared by the class a filter derives from:
+- `SampleFilter` judges each row alone (the chain may split the frame into batches and call it as
+  samples arrive);
+- `DatasetFilter` (near-dup, majority vote) needs every stored sample and runs as a pass over all
+  shards once sampling ends. With `streams = True` it is handed the shards as batches of only the
+  `columns()` it reads (`apply_stream`), so a million traces never sit in memory at once.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import os
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Iterable
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict
@@ -76,6 +79,28 @@ class Filter:
 
     def close(self) -> None:
         """Release worker processes or clients; the chain calls it when a run or re-judge ends."""
+
+
+class SampleFilter(Filter):
+    """Judges each row alone: `apply` may see any batch of stored samples."""
+
+    scope: ClassVar[str] = "sample"
+
+
+class DatasetFilter(Filter):
+    """Judges each row against all the others: runs once over every stored sample."""
+
+    scope: ClassVar[str] = "dataset"
+    streams: ClassVar[bool] = False  # True: the runner calls apply_stream instead of apply
+
+    def columns(self) -> list[str]:
+        """The sample columns apply_stream reads (besides key and prior_passed)."""
+        raise NotImplementedError
+
+    def apply_stream(self, batches: Callable[[], Iterable[pl.DataFrame]], rows_hint: int = 0) -> pl.DataFrame:
+        """Verdicts for every row of `batches()` (callable again for a second pass), frames of
+        `columns()` + key + prior_passed."""
+        raise NotImplementedError
 
 
 def column(df: pl.DataFrame, name: str, default: Any = None) -> list[Any]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import polars as pl
 
+from curator.judge.base import DatasetFilter
 from curator.judge.chain import Chain, apply_steps
 from curator.store.reading import POLARS_SCHEMA, frame_from_records, iter_samples, read_samples  # noqa: F401  (re-exported)
 from curator.store.verdicts import VerdictWriter, accepted_count, earlier_ok  # noqa: F401  (re-exported)
@@ -86,7 +87,7 @@ def run_dataset_steps(out_dir: Path, chain: Chain, writer: VerdictWriter) -> Non
     for step in steps:
         files = [str(p) for p in writer.dir.glob("*.parquet")]
         earlier = earlier_ok(files, step.index)
-        if hasattr(step.filter, "apply_stream"):
+        if isinstance(step.filter, DatasetFilter) and step.filter.streams:
             # Streamed over the shards: a million traces never sit in memory at once.
             cols = list(dict.fromkeys(["key", *step.filter.columns()]))
             frame = step.filter.apply_stream(lambda: _stream(out_dir, cols, earlier, 20_000))

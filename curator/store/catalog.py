@@ -5,15 +5,14 @@ from them; `connect` refreshes the views each time so a moved output directory s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import duckdb
 
 from curator.records import SAMPLE_SCHEMA, VERDICT_SCHEMA
+from curator.store.layout import CATALOG, OutputDir  # noqa: F401  (CATALOG re-exported)
 from curator.store.shards import readable_parquet
 
-CATALOG = "catalog.duckdb"
 
 _DUCK_TYPES = {
     "string": "VARCHAR",
@@ -38,18 +37,16 @@ def _files(paths: list[Path]) -> str:
 
 
 def _chain_steps(out_dir: Path) -> int:
-    meta = out_dir / "verdicts" / "chain.json"
-    if not meta.exists():
-        return 0
-    return len(json.loads(meta.read_text()).get("steps", []))
+    chain = OutputDir(out_dir).chain()
+    return len(chain.get("steps", [])) if chain else 0
 
 
 def refresh_views(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     out_dir = out_dir.resolve()
-    hint = f"; `curator resume {out_dir}` moves it to {out_dir / 'quarantine'} and requests its lost rows again"
+    hint = f"; `curator resume {out_dir}` moves it to {OutputDir(out_dir).quarantine} and requests its lost rows again"
     # Explicit file lists, not globs: an unreadable file (cut short by a power loss) is named
     # once on stderr and left out, instead of failing every query.
-    shards = readable_parquet(out_dir / "shards", hint=hint)
+    shards = readable_parquet(OutputDir(out_dir).shards, hint=hint)
     if shards:
         # A key appears once even if a crash left it in two shards (recovery re-wrote a journal).
         # The empty select by name: shards written before a column existed still show it (as null).
@@ -59,7 +56,7 @@ def refresh_views(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
         raw = _empty_select(SAMPLE_SCHEMA)
     con.execute(f"CREATE OR REPLACE VIEW shards_raw AS {raw}")
 
-    vfiles = readable_parquet(out_dir / "verdicts", hint=hint.replace("requests its lost rows again", "judges its samples again"))
+    vfiles = readable_parquet(OutputDir(out_dir).verdicts, hint=hint.replace("requests its lost rows again", "judges its samples again"))
     if vfiles:
         ver = f"SELECT * FROM read_parquet({_files(vfiles)}, union_by_name=true) QUALIFY row_number() OVER (PARTITION BY key, step ORDER BY filename DESC) = 1"
         ver = f"SELECT * EXCLUDE (filename) FROM ({ver.replace('union_by_name=true', 'union_by_name=true, filename=true')})"

@@ -31,10 +31,10 @@ from curator.errors import StoreError, store_error
 from curator.records import SAMPLE_SCHEMA
 from curator.store import catalog
 from curator.store.journal import Journal, read_journal, scan_journal
+from curator.store.layout import QUARANTINE, OutputDir
 from curator.store.rescue import RescueJournal, rescue_paths
 from curator.store.shards import footer_path, new_shard_name, warn, read_checked, readable_parquet, records_to_table, remove_partials, salvage_rows, write_atomic
 
-QUARANTINE = "quarantine"
 
 
 from curator.errors import StoreLocked  # noqa: E402,F401  (raised here; defined with the root)
@@ -45,11 +45,11 @@ _HELD: set[str] = set()  # POSIX locks do not exclude the process that holds the
 
 def shard_paths(out_dir: Path) -> list[Path]:
     """The readable shards; an unreadable one is named on stderr and left out (resume quarantines it)."""
-    return readable_parquet(out_dir / "shards", hint=f"; `curator resume {out_dir}` moves it to {out_dir / QUARANTINE} and requests its lost rows again")
+    return readable_parquet(OutputDir(out_dir).shards, hint=f"; `curator resume {out_dir}` moves it to {out_dir / QUARANTINE} and requests its lost rows again")
 
 
 def journal_paths(out_dir: Path) -> list[Path]:
-    d = out_dir / "journal"
+    d = OutputDir(out_dir).journal
     return sorted(d.glob("*.jsonl")) if d.exists() else []
 
 
@@ -74,10 +74,10 @@ class SampleStore:
         self.shard_rows = shard_rows
         out_dir.mkdir(parents=True, exist_ok=True)
         self._lock_name = str(out_dir.resolve())
-        busy = StoreLocked(f"{out_dir}: another curator process is writing here (lock held on {out_dir / '.lock'})")
+        busy = StoreLocked(f"{out_dir}: another curator process is writing here (lock held on {OutputDir(out_dir).lock})")
         if self._lock_name in _HELD:
             raise busy
-        self._lock_fd = os.open(out_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_fd = os.open(OutputDir(out_dir).lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.lockf(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except (BlockingIOError, PermissionError):

@@ -167,7 +167,6 @@ def parse_weights(text: str) -> dict[str, float]:
 def config_from_options(config: str | Path | None = None, config_json: str | None = None, **options: Any) -> ServerConfig:
     """`curator serve`'s options: a YAML file, then a JSON object, then single options (None: unset);
     `models` and the weight mixes come as the command line writes them."""
-    import json
 
     from pydantic import ValidationError
 

@@ -33,7 +33,7 @@ from curator.engines.answers import (
     numbers,
     parse_number,
 )
-from curator.judge.base import Filter, FilterParams, column, register, verdicts
+from curator.judge.base import SampleFilter, FilterParams, column, register, verdicts
 
 
 Judged = tuple[bool, str | None, dict[str, Any] | None]
@@ -77,9 +77,8 @@ def _fmt(v: Fraction) -> str:
 
 
 @register
-class NumericAnswer(Filter):
+class NumericAnswer(SampleFilter):
     name = "numeric"
-    scope = "sample"
 
     class Params(FilterParams):
         rel_tol: float = Field(1e-6, ge=0)
@@ -161,9 +160,8 @@ def gold_letter(gold: str, choices: dict[str, str], letters: str, index_base: in
 
 
 @register
-class ChoiceAnswer(Filter):
+class ChoiceAnswer(SampleFilter):
     name = "choice"
-    scope = "sample"
 
     class Params(FilterParams):
         letters: str = Field("ABCDE", min_length=2, description="the option letters, in order")
@@ -211,9 +209,8 @@ class ChoiceAnswer(Filter):
 
 
 @register
-class ExactAnswer(Filter):
+class ExactAnswer(SampleFilter):
     name = "exact"
-    scope = "sample"
 
     class Params(FilterParams):
         pattern: str | None = Field(None, description="regex over the completion; its `group` is the answer (last match wins)")

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field
 
-from curator.judge.base import Filter, FilterParams, column, register, verdicts
+from curator.judge.base import SampleFilter, FilterParams, column, register, verdicts
 from curator.engines.sandbox import SandboxResult, run_python
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.#-]*)[^\n]*\n(.*?)```", re.DOTALL)
@@ -88,9 +88,8 @@ def setup_of(row: dict[str, Any]) -> list[str]:
 
 
 @register
-class CodeExec(Filter):
+class CodeExec(SampleFilter):
     name = "code"
-    scope = "sample"
 
     class Params(FilterParams):
         source: Literal["completion", "cot_and_completion"] = "completion"

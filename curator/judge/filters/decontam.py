@@ -24,7 +24,7 @@ import polars as pl
 from pydantic import Field
 
 from curator.engines.dedup import _batches_by_bytes, ngram_doc_offsets, ngram_hashes, words
-from curator.judge.base import Filter, FilterContext, FilterParams, register, verdicts
+from curator.judge.base import SampleFilter, FilterContext, FilterParams, register, verdicts
 from curator.pkgpath import PackageDataError
 from curator.sample.sources import SUFFIX_FORMATS, file_suffix, folder_files
 
@@ -135,9 +135,8 @@ class NgramIndex:
 
 
 @register
-class Decontam(Filter):
+class Decontam(SampleFilter):
     name = "decontam"
-    scope = "sample"
 
     class Params(FilterParams):
         benchmarks: list[str] = Field(min_length=1)

@@ -26,7 +26,7 @@ import polars as pl
 from pydantic import Field
 
 from curator.engines.answers import last_boxed
-from curator.judge.base import Filter, FilterParams, column, register, verdicts
+from curator.judge.base import SampleFilter, FilterParams, column, register, verdicts
 
 OPEN = "<think>"
 CLOSE = "</think>"
@@ -68,10 +68,9 @@ def _structure(raw: str, allow_unopened: bool) -> list[str]:
 
 
 @register
-class FormatFilter(Filter):
+class FormatFilter(SampleFilter):
     name = "format"
     Params = FormatParams
-    scope = "sample"
 
     def apply(self, df: pl.DataFrame) -> pl.DataFrame:
         p: FormatParams = self.params

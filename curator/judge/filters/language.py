@@ -33,7 +33,7 @@ import polars as pl
 from pydantic import Field, field_validator, model_validator
 
 from curator.engines import langid
-from curator.judge.base import Filter, FilterParams, register, verdicts
+from curator.judge.base import SampleFilter, FilterParams, register, verdicts
 
 WRONG_LANGUAGE_SHARE = 0.5  # over half of a field's (weighted) letters foreign: wrong, not mixed
 MAX_EXAMPLES = 3
@@ -287,10 +287,9 @@ def judge(columns: dict[str, list[str | None]], params: dict[str, Any]) -> tuple
 
 
 @register
-class LanguageFilter(Filter):
+class LanguageFilter(SampleFilter):
     name = "language"
     Params = LanguageParams
-    scope = "sample"
 
     def apply(self, df: pl.DataFrame) -> pl.DataFrame:
         p: LanguageParams = self.params  # type: ignore[assignment]

@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from curator.judge.base import Filter, FilterParams, register, verdicts
+from curator.judge.base import SampleFilter, FilterParams, register, verdicts
 
 _BASE = np.uint64(0x100000001B3)  # odd, so windows at different offsets normalise to one hash
 _POW = np.ones(1, dtype=np.uint64)
@@ -151,10 +151,9 @@ def _str_len(df: pl.DataFrame, c: str) -> pl.Expr:
 
 
 @register
-class LengthFilter(Filter):
+class LengthFilter(SampleFilter):
     name = "length"
     Params = LengthParams
-    scope = "sample"
 
     def _sizes(self, df: pl.DataFrame) -> pl.DataFrame:
         cpt = self.params.chars_per_token

@@ -24,7 +24,7 @@ import polars as pl
 from pydantic import Field
 
 from curator.engines.answers import final_answer, last_number, normalize_text
-from curator.judge.base import Filter, FilterParams, column, register, verdicts
+from curator.judge.base import DatasetFilter, FilterParams, column, register, verdicts
 
 _TRUNCATED = {"length", "max_tokens", "max_output_tokens"}
 _SPACING = re.compile(r"\\[,;:! ]|\\(?:left|right|displaystyle)(?![A-Za-z])|\\q?quad(?![A-Za-z])")
@@ -98,10 +98,9 @@ class MajorityParams(FilterParams):
 
 
 @register
-class MajorityVoteFilter(Filter):
+class MajorityVoteFilter(DatasetFilter):
     name = "majority_vote"
     Params = MajorityParams
-    scope = "dataset"
 
     def apply(self, df: pl.DataFrame) -> pl.DataFrame:
         p: MajorityParams = self.params

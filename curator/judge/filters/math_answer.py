@@ -22,7 +22,7 @@ from pydantic import Field
 
 from curator.engines.mathverify import judge, shared_pool
 from curator.engines.answers import find_boxed, gsm8k_gold
-from curator.judge.base import Filter, FilterParams, register, verdicts
+from curator.judge.base import SampleFilter, FilterParams, register, verdicts
 
 Extraction = Literal["latex", "expr"]
 
@@ -120,9 +120,8 @@ def answers_match_many(pairs: list[dict[str, Any]], *, workers: int | None = Non
 
 
 @register
-class MathAnswer(Filter):
+class MathAnswer(SampleFilter):
     name = "math"
-    scope = "sample"
 
     class Params(FilterParams):
         precision: int = Field(6, ge=0, le=30, description="float rounding digits")

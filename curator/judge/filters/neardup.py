@@ -23,13 +23,13 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from curator.engines.dedup import dedup_batches, needed_columns
-from curator.judge.base import Filter, FilterParams, register, verdicts
+from curator.judge.base import DatasetFilter, FilterParams, register, verdicts
 
 
 @register
-class NearDup(Filter):
+class NearDup(DatasetFilter):
+    streams = True  # the shards come in batches: signatures are built without holding every CoT
     name = "near_dup"
-    scope = "dataset"
 
     class Params(FilterParams):
         field: Literal["problem", "cot", "completion", "cot+completion", "problem+cot"] = "cot"

@@ -25,7 +25,7 @@ from typing import Any
 import polars as pl
 from pydantic import Field
 
-from curator.judge.base import Filter, FilterParams, register, verdicts
+from curator.judge.base import SampleFilter, FilterParams, register, verdicts
 from curator.redact import redact, register_secret
 
 CRITERIA = ("self_contained", "connected", "follows")
@@ -150,10 +150,9 @@ class RubricParams(FilterParams):
 
 
 @register
-class RubricJudge(Filter):
+class RubricJudge(SampleFilter):
     name = "rubric_judge"
     Params = RubricParams
-    scope = "sample"
 
     def _endpoint(self) -> tuple[str, str, str]:
         p: RubricParams = self.params
