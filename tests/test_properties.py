@@ -7,7 +7,7 @@ from fractions import Fraction
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from curator.judge.filters import answers
+from curator.engines import answers
 from curator.judge.filters.code_exec import extract_code
 from curator.sample.parse import split_reasoning, split_spans
 

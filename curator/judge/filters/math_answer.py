@@ -7,7 +7,7 @@ separate them) if it has one, else the whole completion, where Math-Verify looks
 is" / "Answer:" patterns, then the last LaTeX / number. With `cot_fallback: true`, a sample with no
 answer in its completion is judged on the last `cot_tail_chars` of its CoT instead.
 
-Checks run in worker processes (`_mathverify_worker.VerifyPool`), never threads: Math-Verify's
+Checks run in worker processes (`curator.engines.mathverify.VerifyPool`), never threads: Math-Verify's
 timeouts use signals. Reasons: `no_gold`, `bad_gold` (the gold cannot be read), `no_answer`,
 `wrong_answer`, `verify_timeout`, `verify_error` (a worker crashed).
 """
