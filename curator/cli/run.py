@@ -15,21 +15,23 @@ from curator.cli.common import guard, print_run_summary
 def run(
     manifest: Path = typer.Argument(..., help="a run manifest (YAML)"),
     progress: bool = typer.Option(True, help="show the live progress display"),
+    detach: bool = typer.Option(False, "--detach", help="batch mode: return once the batches are submitted; `curator resume OUT` collects them"),
 ) -> None:
     """Sample the teacher for every prompt of the manifest (only what is not stored yet), filter, store."""
     from curator.config import load_manifest
     from curator.run import run_manifest
 
     warnings.simplefilter("default")
-    result = guard(lambda: run_manifest(load_manifest(manifest), progress=progress))
+    result = guard(lambda: run_manifest(load_manifest(manifest), progress=progress, detach=detach))
     print_run_summary(result)
 
 
-def resume(out: Path = typer.Argument(..., help="an output directory of an earlier run"), progress: bool = True) -> None:
-    """Finish a run: send only the requests whose answers are not stored."""
+def resume(out: Path = typer.Argument(..., help="an output directory of an earlier run"), progress: bool = True,
+           detach: bool = typer.Option(False, "--detach", help="batch mode: submit what is missing, collect nothing, return")) -> None:
+    """Finish a run: send only the requests whose answers are not stored (batch mode: collect its batches)."""
     from curator.run import resume as do_resume
 
-    result = guard(lambda: do_resume(out, progress=progress))
+    result = guard(lambda: do_resume(out, progress=progress, detach=detach))
     print_run_summary(result)
 
 
