@@ -52,6 +52,23 @@ def status(out: Path, as_json: bool = typer.Option(False, "--json", help="print 
         print(f"{info['in_rescue']} of them are in a rescue journal (OUT's journal could not be written); `curator resume {out}` stores them")
     for r in info["runs"]:
         print(f"  run {r['run_id']} ({r['command']}): {r['status']}, {r['samples']} samples")
+    _print_batches(info.get("batches") or [])
+
+
+def _print_batches(batches: list[dict]) -> None:
+    import time
+
+    if not batches:
+        return
+    waiting = sum(not b["collected"] for b in batches)
+    print(f"batches: {len(batches)} ({waiting} not collected yet)")
+    for b in batches:
+        c = b["counts"] or {}
+        age = f", age {b['age_s'] / 60:.0f} min" if b.get("age_s") is not None else ""
+        exp = f", expires {time.strftime('%Y-%m-%d %H:%M', time.localtime(b['expires_at']))}" if b.get("expires_at") and not b["collected"] else ""
+        done = f"{c.get('completed', 0)}/{c.get('total', b['requests'])} done, {c.get('failed', 0)} failed" if c else f"{b['requests']} requests"
+        stored = f", {b['stored']} answers stored" if b["collected"] else ""
+        print(f"  {b['id'] or b.get('file_id')}: {b['state']} ({done}{stored}{age}{exp})")
 
 
 def filter_cmd(

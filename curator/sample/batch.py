@@ -371,6 +371,10 @@ class BatchRun:
         t0 = time.monotonic()
         try:
             self.adopt()
+            if self.detach:
+                # Look once: collect what has ended, send what is missing, wait for nothing.
+                for entry in self.ledger.open_batches():
+                    self.poll(entry)
             self.submit()
             if self.detach:
                 n = len(self.ledger.open_batches())
@@ -411,20 +415,34 @@ def run_batches(ctx, *, detach: bool = False) -> None:
     BatchRun(ctx, detach=detach, notify=notify).run()
 
 
-def batch_summary(out: OutputDir) -> list[dict[str, Any]]:
-    """Every batch of an output folder as its ledger last saw it (for `curator status`)."""
-    if not out.ledger.exists():
-        return []
-    led = Ledger(out.ledger)
-    now = time.time()
-    rows = []
-    for b in led.batches.values():
-        rows.append({
-            "id": b.batch_id, "status": b.status if b.done or b.status != "completed" else "downloading",
-            "collected": b.done, "requests": len(led.rows_of(b)), "counts": b.counts, "stored": b.stored,
-            "age_s": now - b.created if b.created else None, "expires_at": b.expires_at,
-        })
-    for fid in led.unbatched_files():
-        rows.append({"id": None, "file_id": fid, "status": "uploaded", "collected": False, "requests": len(led.files[fid]["rows"]),
-                     "counts": {}, "stored": 0, "age_s": None, "expires_at": None})
-    return rows
+# -- offline engines (`curator batch write` / `curator batch read`) ----------------------------
+
+
+def write_offline(manifest: Manifest, jobs: list[Job], ledger: Ledger, skip: set[str], dest: Path) -> int:
+    """Write the missing requests to one file in the batch line format (what `vllm run-batch -i`
+    reads); their rows go to the ledger so `read_offline` maps custom_ids back. Returns lines."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    rows: dict[str, list[str]] = {}
+    with tmp.open("wb") as f:
+        for cid, keys, line in job_lines(manifest, jobs, skip):
+            f.write(line)
+            rows[cid] = keys
+    ledger.record("offline", path=str(dest), rows=rows)  # before the file exists under its name
+    os.replace(tmp, dest)
+    return len(rows)
+
+
+def read_offline(reader: Reader, ledger: Ledger, path: Path) -> Outcome:
+    """Store an engine's output file (`vllm run-batch -o`, or a provider's output file). Lines are
+    matched by custom_id to requests written by `write_offline` or sent in a batch; a line
+    matching none is reported, not stored; a line cut short is reported by number."""
+    batch_rows: dict[str, list[str]] = {}
+    for f in ledger.files.values():
+        batch_rows.update(f["rows"])
+
+    def lookup(cid: str) -> list[str] | None:
+        return ledger.offline.get(cid) or batch_rows.get(cid)
+
+    with path.open("rb") as f:
+        return reader.read(f, lookup)

@@ -102,3 +102,26 @@ class Ledger:
                 for ks in f["rows"].values():
                     keys.update(ks)
         return keys
+
+
+def summary(ledger_path: Path) -> list[dict[str, Any]]:
+    """Every batch of an output folder as its ledger last saw it (for `curator status`). A batch
+    the provider finished whose answers are not stored yet shows as "downloading", never as done."""
+    if not ledger_path.exists():
+        return []
+    led = Ledger(ledger_path)
+    now = time.time()
+    rows = []
+    for b in led.batches.values():
+        state = b.status
+        if not b.done and b.status in TERMINAL:
+            state = "downloading"
+        elif not b.done and b.status == "validating":
+            state = "submitted"
+        rows.append({"id": b.batch_id, "state": state, "collected": b.done, "requests": len(led.rows_of(b)),
+                     "counts": b.counts, "stored": b.stored, "age_s": now - b.created if b.created else None,
+                     "expires_at": b.expires_at})
+    for fid in led.unbatched_files():
+        rows.append({"id": None, "file_id": fid, "state": "uploaded", "collected": False, "requests": len(led.files[fid]["rows"]),
+                     "counts": {}, "stored": 0, "age_s": None, "expires_at": None})
+    return rows
