@@ -64,6 +64,12 @@ def test_completed_same_keys_as_online_at_batch_price(tmp_path, server):
     assert [s for s, _ in server_batches(url)] == ["completed"]
     assert Ledger(out / "batches" / "ledger.jsonl").open_batches() == []
     assert on.stats.requests == 6
+    from curator.audit.report import build_report
+
+    bm = build_report(out)["cost"]["by_mode"]  # report: online vs batch side by side
+    assert bm["paid_in"] == "batch" and bm["total_usd"]["batch"] == pytest.approx(b) and bm["total_usd"]["online"] == pytest.approx(o)
+    text = cli("report", out).stdout
+    assert "online vs batch (paid batch, batch discount 50%)" in text
 
 
 def test_split_at_max_requests(tmp_path, server):

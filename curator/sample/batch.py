@@ -239,7 +239,8 @@ class BatchRun:
         self.client = openai.OpenAI(base_url=normalise_endpoint(self.m.teacher.base_url), api_key=ctx.api_key,
                                     max_retries=self.m.limits.max_retries, timeout=self.m.limits.timeout_s)
         self.maker = RecordMaker(self.m, ctx.price, ctx.counter, batch=True)
-        self.reader = Reader(self.maker, ctx.jobs, ctx.store, ctx.judge, ctx.stats)
+        refresh = getattr(ctx.display, "refresh", None)
+        self.reader = Reader(self.maker, ctx.jobs, ctx.store, ctx.judge, ctx.stats, on_stored=(lambda _r: refresh()) if refresh else None)
         self.sent: dict[str, int] = {}  # sample key -> batches it went out in this session
         self.given_up: set[str] = set()
         self.failure: str | None = None
@@ -382,6 +383,7 @@ class BatchRun:
                 return
             while True:
                 opened = self.ledger.open_batches()
+                stats.in_flight = sum(len(self.ledger.rows_of(b)) for b in opened)  # requests bought, answers not stored
                 if not opened:
                     if self.failure is not None:
                         break
@@ -403,6 +405,7 @@ class BatchRun:
         except openai.APIConnectionError as e:
             raise RunError(f"batch API unreachable ({_one_line(e)}); `curator resume {self.out.path}` picks up where this stopped") from None
         finally:
+            stats.in_flight = 0
             stats.sampling_s = time.monotonic() - t0
             self.client.close()
         if self.failure is not None:
@@ -411,7 +414,7 @@ class BatchRun:
 
 def run_batches(ctx, *, detach: bool = False) -> None:
     """Batch mode's session loop, called by run.run_manifest in place of the online loop."""
-    notify = ctx.display.warn if ctx.display is not None else None
+    notify = getattr(ctx.display, "note", None)
     BatchRun(ctx, detach=detach, notify=notify).run()
 
 
