@@ -208,3 +208,25 @@ def test_offline_write_read_round_trip(tmp_path, server):
     stored_once(out, 10)
     r = cli("batch", "write", out, "--to", tmp_path / "again.jsonl")
     assert "wrote 0 requests" in r.stderr, r.stderr
+
+
+def test_2000_prompts_n4_same_keys_and_verdicts_as_online(tmp_path, server):
+    """Batch and online runs of one manifest store the same keys with the same record shapes, and
+    the same chain gives the same verdicts (the local teacher answers deterministically)."""
+    from conftest import ROOT, write_problems
+
+    problems = write_problems(tmp_path / "problems.jsonl", 2000)
+    url = server(problems=str(problems), problem_column="question", mix={"right": 0.6, "wrong": 0.2, "truncated": 0.1, "mixed_lang": 0.1},
+                 cot_words=30)
+    chain = str(ROOT / "filters" / "r1-math.yaml")
+    on = batch_manifest(tmp_path, url, mode="online", out="online", name="on.yaml", n=4, filters=chain, max_requests=800)
+    ba = batch_manifest(tmp_path, url, n=4, filters=chain, max_requests=800)
+    r_on = run_manifest(load_manifest(on), progress=False)
+    r_ba = run_manifest(load_manifest(ba), progress=False)
+    assert r_on.complete and r_ba.complete and r_on.stats.stored == r_ba.stats.stored == 8000
+    assert len(server_batches(url)) == 3  # 2,000 requests split at 800
+    sql = "SELECT key, prompt_id, sample_index, accepted, reject_reason FROM samples ORDER BY key"
+    got, want = rows(tmp_path / "out", sql), rows(tmp_path / "online", sql)
+    assert got == want and 0 < sum(1 for r in got if r[3]) < 8000
+    cols = "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM samples) ORDER BY 1"
+    assert rows(tmp_path / "out", cols) == rows(tmp_path / "online", cols)
