@@ -150,7 +150,7 @@ def test_detach_status_cancel_then_resume(tmp_path, server):
     stored_once(out, 6)
 
 
-@pytest.mark.parametrize("step", ["after_upload", "after_create", "mid_poll", "mid_download", "mid_store"])
+@pytest.mark.parametrize("step", ["after_upload", "mid_create", "after_create", "mid_poll", "mid_download", "mid_store"])
 def test_kill_9_at_each_step_then_resume(tmp_path, server, step):
     url = server(batch={"in_progress_s": 0.3})
     ref = tmp_path / "ref"
@@ -162,6 +162,18 @@ def test_kill_9_at_each_step_then_resume(tmp_path, server, step):
     m = batch_manifest(tmp_path, url, n=2, problems=6)
     r = cli("run", m, "--no-progress", env={"CURATOR_BATCH_KILL_AT": step})
     assert r.returncode == -9, r.stderr
+    # What the kill left: the step it happened at, and no more.
+    led = Ledger(tmp_path / "out" / "batches" / "ledger.jsonl")
+    on_server = len(server_batches(url)) - before
+    assert len(led.files) == 1 and on_server == (0 if step == "after_upload" else 1)
+    assert len(led.batches) == (0 if step in ("after_upload", "mid_create") else 1)
+    assert not any(b.done for b in led.batches.values())
+    if step == "mid_poll":
+        assert [b.status for b in led.batches.values()] == ["in_progress"]
+    downloaded = list((tmp_path / "out" / "batches").glob("*.output.jsonl"))
+    assert bool(downloaded) == (step in ("mid_download", "mid_store"))
+    journaled = sum(len(p.read_text().splitlines()) for p in (tmp_path / "out" / "journal").glob("*.jsonl"))
+    assert journaled == (12 if step == "mid_store" else 0)
     r = cli("resume", tmp_path / "out", "--no-progress")
     assert r.returncode == 0, r.stderr
     batches = server_batches(url)[: len(server_batches(url)) - before]

@@ -37,7 +37,7 @@ _STORE_CHUNK = 2000  # records per store.append while reading an output file
 _LIST_PAGE = 100
 
 # Test hook: the process kills itself (SIGKILL, no cleanup) at this step, so tests can check what
-# a kill there leaves behind. Steps: after_upload, after_create, mid_poll, mid_download, mid_store.
+# a kill there leaves behind. Steps: after_upload, mid_create, after_create, mid_poll, mid_download, mid_store.
 KILL_ENV = "CURATOR_BATCH_KILL_AT"
 
 
@@ -250,7 +250,12 @@ class BatchRun:
     def _find_remote(self, file_ids: set[str]) -> dict[str, Any]:
         """file id -> the provider's batch created from it (newest first), by listing batches."""
         found: dict[str, Any] = {}
+        # Newest first: a batch older than the oldest of these uploads cannot be made of them,
+        # so a long history is not paged through.
+        oldest = min((self.ledger.files[f].get("at") or 0) for f in file_ids) - 3600
         for b in self.client.batches.list(limit=_LIST_PAGE):
+            if b.created_at < oldest:
+                break
             if b.input_file_id in file_ids and b.input_file_id not in found:
                 found[b.input_file_id] = b
                 if len(found) == len(file_ids):
@@ -260,6 +265,7 @@ class BatchRun:
     def _create(self, file_id: str) -> None:
         b = self.client.batches.create(input_file_id=file_id, endpoint=ENDPOINT, completion_window=self.opts.completion_window,
                                        metadata={"curator_run": self.m.name[:500]})
+        _kill_point("mid_create")  # created on the provider's side, not yet in the ledger: resume adopts it
         self.ledger.record("batch", file_id=file_id, batch_id=b.id, expires_at=b.expires_at, created_at=b.created_at)
         _kill_point("after_create")
         self.notify(f"batch {b.id}: submitted ({len(self.ledger.files[file_id]['rows'])} requests)")
