@@ -292,6 +292,11 @@ class BatchRun:
         expired or cancelled batch never ran); then it counts as failed, and resume tries again."""
         if self.failure is not None or self.ctx.should_stop() is not None:
             return 0
+        b, stats = self.m.budget, self.ctx.stats
+        if b.max_usd is not None and stats.cost_known and stats.cost_usd >= b.max_usd:
+            # Checked between batches only: a batch's price is known once its answers are in.
+            stats.stop_reason = f"budget: spent ${stats.cost_usd:.4f} of max_usd ${b.max_usd}"
+            return 0
         store_keys, pending = self.ctx.store.keys, self.ledger.pending_keys()
         limit = self.m.limits.max_retries + 1
         spent = {k for k, n in self.sent.items() if n >= limit}
