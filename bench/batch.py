@@ -21,15 +21,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curator.audit.report import build_report  # noqa: E402
-from curator.teacher.config import ServerConfig  # noqa: E402
-from curator.teacher.runner import ServerProcess  # noqa: E402
+from curator.audit.report import build_report
+from curator.teacher.config import ServerConfig
+from curator.teacher.runner import ServerProcess
 
 MODEL = "o4-mini"
 

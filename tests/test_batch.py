@@ -4,14 +4,12 @@ each lifecycle end, kill -9 at each step then resume, and the offline engine rou
 from __future__ import annotations
 
 import json
-import os
-from collections import Counter
 from pathlib import Path
 
 import openai
 import pytest
-
 from conftest import cli, write_manifest
+
 from curator.config import load_manifest
 from curator.errors import RunError
 from curator.run import resume, run_manifest

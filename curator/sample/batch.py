@@ -20,17 +20,26 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import openai
 
 from curator.config import Manifest
 from curator.errors import RunError
-from curator.sample.sampler import FatalRequestError, Job, RecordMaker, _one_line, normalise_endpoint, request_body, request_params
-from curator.store.ledger import TERMINAL, BatchEntry, Ledger
+from curator.sample.sampler import (
+    FatalRequestError,
+    Job,
+    RecordMaker,
+    _one_line,
+    normalise_endpoint,
+    request_body,
+    request_params,
+)
 from curator.store.layout import OutputDir
+from curator.store.ledger import TERMINAL, BatchEntry, Ledger
 
 ENDPOINT = "/v1/chat/completions"
 _STORE_CHUNK = 2000  # records per store.append while reading an output file
