@@ -129,6 +129,7 @@ class Outcome:
     errors: dict[str, str] | None = None  # custom_id -> reason (rows the engine or provider failed)
     not_run: int = 0  # rows an expired or cancelled batch never ran
     bad_lines: list[int] | None = None  # unreadable lines (a file cut short)
+    stale: int = 0  # answers for keys the current manifest no longer asks for (it changed): not stored
 
 
 class Reader:
@@ -169,7 +170,10 @@ class Reader:
                 continue
             missing = [k for k in keys if k in self.where and k not in self.store.keys]
             if not missing:
-                out.already += 1
+                if any(k not in self.where and k not in self.store.keys for k in keys):
+                    out.stale += 1  # paid for, but the manifest no longer asks for these keys
+                else:
+                    out.already += 1
                 continue
             job = self.where[missing[0]][0]
             indices = [self.where[k][1] for k in keys if k in self.where]
@@ -379,6 +383,11 @@ class BatchRun:
             if res.errors:
                 # Keyed by sample key: a retry's custom_id may differ (fewer samples left).
                 self.ledger.record("row_errors", batch_id=b.id, errors={k: reason for cid, reason in res.errors.items() for k in rows.get(cid, [])})
+            if res.stale:
+                msg = (f"batch {b.id}: {res.stale} answers are for requests the manifest no longer makes (it changed since "
+                       "they were sent); not stored, the file is kept in " + str(path))
+                self.ctx.stats.warnings.append(msg)
+                self.notify(msg)
             if res.unknown:
                 self.notify(f"batch {b.id}: {len(res.unknown)} lines name no request of this batch (first {res.unknown[0]!r}); not stored")
         self.ledger.record("done", batch_id=b.id, status=b.status, stored=stored)
