@@ -75,6 +75,15 @@ class Params(BaseModel):
     extra_body: dict[str, Any] | None = None
 
 
+class BatchOptions(_Strict):
+    """`teacher.batch`: the provider's batch API limits and how often to look (curator/sample/batch.py)."""
+
+    completion_window: str = "24h"
+    max_requests: int = Field(default=50_000, gt=0)  # lines per batch file
+    max_bytes: int = Field(default=200_000_000, gt=0)  # bytes per batch file
+    poll_s: float = Field(default=30.0, gt=0)
+
+
 class Teacher(_Strict):
     base_url: str
     model: str
@@ -88,6 +97,10 @@ class Teacher(_Strict):
     # For teachers that send no usage: a local tokenizer.json or .gguf to count tokens with
     # (curator/sample/tokencount.py); without one, a character estimate. Such counts are flagged.
     tokenizer: str | None = None
+    # online: one HTTP request per prompt. batch: the provider's /v1/files + /v1/batches, priced
+    # with the model's batch_discount, answers within completion_window (curator/sample/batch.py).
+    mode: Literal["online", "batch"] = "online"
+    batch: BatchOptions = Field(default_factory=BatchOptions)
 
     @model_validator(mode="before")
     @classmethod

@@ -186,7 +186,7 @@ class RunContext:
         return (pending > 0 or stats.in_flight > 0) and could_be >= b.max_accepted
 
 
-def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "run") -> RunResult:
+def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "run", detach: bool = False) -> RunResult:
     out = OutputDir(manifest.output_dir)
     api_key = api_key_for(manifest)
     price = find_price(manifest.teacher.model, manifest.teacher.price)
@@ -223,7 +223,14 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
         error: BaseException | None = None
         try:
             with ctx.display:
-                _run_loop(_sample(ctx))
+                # --- issue 13: batch mode (teacher.mode: batch) has its own session loop -------
+                if manifest.teacher.mode == "batch":
+                    from curator.sample.batch import run_batches
+
+                    run_batches(ctx, detach=detach)
+                # --- end issue 13 ----------------------------------------------------------------
+                else:
+                    _run_loop(_sample(ctx))
         except (FatalRequestError, StoreError) as e:
             error = e
         except KeyboardInterrupt:
@@ -399,8 +406,8 @@ def _record_run(ctx: RunContext, complete: bool, receipt: Path) -> None:
         con.close()
 
 
-def resume(out_dir: Path, *, progress: bool = True) -> RunResult:
-    return run_manifest(OutputDir(out_dir).manifest(), progress=progress, command="resume")
+def resume(out_dir: Path, *, progress: bool = True, detach: bool = False) -> RunResult:
+    return run_manifest(OutputDir(out_dir).manifest(), progress=progress, command="resume", detach=detach)
 
 
 def estimate(manifest: Manifest, *, pilot: int = 50, target: int = 50_000, confidence: float = 0.9, progress: bool = False,

@@ -228,6 +228,19 @@ CAVEATS = [
 ]
 
 
+def _by_mode(manifest: Manifest, price, result: dict[str, Any]) -> dict[str, Any]:
+    """The projection online and through a batch API side by side (issue 13): the pilot was
+    bought in the manifest's mode; a batch comes back within its completion window, so its wall
+    time is that window at most (providers usually finish well within it)."""
+    from curator.sample.cost import by_mode
+
+    mode = manifest.teacher.mode
+    return {"paid_in": mode, "batch_discount": None if price is None else price.batch_discount,
+            "projected_usd": by_mode(result["projected_usd"], price, mode),
+            "usd_per_accepted": by_mode(result["usd_per_accepted"], price, mode),
+            "online_wall_s": result["projected_wall_s"], "batch_completion_window": manifest.teacher.batch.completion_window}
+
+
 def summarise_pilot(manifest: Manifest, pm: Manifest, rows: list[dict[str, Any]], accepted_total: int, pilot_run: dict[str, Any],
                     target: int, *, confidence: float = 0.9, bootstrap: int = BOOTSTRAP) -> dict[str, Any]:
     """The projection from a pilot's stored rows (`curator.run.estimate` runs the pilot and reads them)."""
@@ -256,6 +269,7 @@ def summarise_pilot(manifest: Manifest, pm: Manifest, rows: list[dict[str, Any]]
         "source_expected_accepted": None if result["acceptance_rate"] is None else available * result["acceptance_rate"],
         "caveats": list(CAVEATS),
     })
+    result["by_mode"] = _by_mode(manifest, price, result)
     if result["source_expected_accepted"] is not None and result["source_expected_accepted"] < target:
         result["caveats"].insert(0, f"The source has {full_prompts:,} prompts x n={n}: at this acceptance rate it yields about "
                                     f"{result['source_expected_accepted']:,.0f} accepted samples, fewer than the target {target:,}.")
@@ -315,6 +329,11 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
                      f"at {r['requests_per_s']:,.1f} requests/s (mean latency {r['pilot']['mean_latency_s']:.2f} s, "
                      f"concurrency {r['concurrency']})"
                      + (f"; the pilot itself stored {r['pilot_run']['samples_per_s']:,.1f} samples/s" if r["pilot_run"]["samples_per_s"] else ""))
+    bm = r.get("by_mode")
+    if bm and bm["projected_usd"]["online"] is not None:
+        lines.append(f"online vs batch for {t:,} accepted: {format_usd(bm['projected_usd']['online'])} in about "
+                     f"{fmt_duration(bm['online_wall_s'])} vs {format_usd(bm['projected_usd']['batch'])} "
+                     f"({bm['batch_discount']:.0%} off) within the batch window of {bm['batch_completion_window']}")
     if r["accepted_stored"]:
         lines.append(f"already accepted in {r['out_dir']}: {r['accepted_stored']:,}; remaining {r['remaining_accepted']:,}"
                      + (f" ≈ {format_usd(r['remaining_usd'])}" if r["remaining_usd"] is not None else ""))

@@ -359,6 +359,20 @@ def drift(con, out_dir: Path, window: int | None = None) -> list[dict[str, Any]]
     return drift_signals(df, window=window)
 
 
+def _by_mode(teacher: dict[str, Any], money: dict[str, Any]) -> dict[str, Any]:
+    """Online vs batch dollars for the same answers (issue 13): what was paid, in the run's mode,
+    priced the other way with the model's batch discount."""
+    from curator.config import Price
+    from curator.sample.cost import by_mode, find_price
+
+    price = find_price(teacher.get("model") or "", Price.model_validate(teacher["price"]) if teacher.get("price") else None)
+    paid_in = teacher.get("mode") or "online"
+    total, per50k = by_mode(money["total_usd"], price, paid_in), by_mode(money["usd_per_50k_accepted"], price, paid_in)
+    return {"paid_in": paid_in, "batch_discount": None if price is None else price.batch_discount,
+            "total_usd": total, "usd_per_50k_accepted": per50k,
+            "batch_completion_window": (teacher.get("batch") or {}).get("completion_window", "24h")}
+
+
 def build_report(out_dir: str | Path, *, per: int = PER, drift_window: int | None = None) -> dict[str, Any]:
     """Everything `curator report` shows, as one JSON-ready dict."""
     out_dir = Path(out_dir)
@@ -410,6 +424,7 @@ def build_report(out_dir: str | Path, *, per: int = PER, drift_window: int | Non
             m = yaml.safe_load(resolved.read_text()) or {}
             manifest_name = m.get("name")
             model = (m.get("teacher") or {}).get("model")
+            money["by_mode"] = _by_mode(m.get("teacher") or {}, money)
         report: dict[str, Any] = {
             "out_dir": str(out_dir.resolve()),
             "name": manifest_name,

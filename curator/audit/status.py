@@ -9,6 +9,7 @@ from typing import Any
 from curator.store import catalog
 from curator.store.journal import read_journal
 from curator.store.layout import OutputDir
+from curator.store.ledger import summary as batch_summary
 from curator.store.rescue import rescue_paths
 from curator.store.sample_store import journal_paths
 
@@ -63,4 +64,5 @@ def status(out_dir: Path) -> dict[str, Any]:
         "accepted": acc,
         "rejected": rej,
         "runs": runs,
+        "batches": batch_summary(OutputDir(out_dir).ledger),  # batch mode: each batch as last seen
     }

@@ -54,6 +54,12 @@ def print_report(r: dict[str, Any], console: Console) -> None:
         t.add_row(k.replace("_", " ") + " tokens", fmt_int(tk[k]), _num(tk["per_sample"][k]), _num(tk["per_accepted"][k]), fmt_int(tk[perk][k]))
     t.add_row("[bold]dollars[/]", usd(r["total_usd"]), usd(r["usd_per_sample"]), usd(r["usd_per_accepted"]), usd(r["usd_per_50k_accepted"]))
     console.print(t)
+    bm = r["cost"].get("by_mode")
+    if bm and bm["total_usd"]["online"] is not None:
+        console.print(f"online vs batch (paid {bm['paid_in']}, batch discount {bm['batch_discount']:.0%}): "
+                      f"total {usd(bm['total_usd']['online'])} vs {usd(bm['total_usd']['batch'])}; "
+                      f"per {r['per'] // 1000}k accepted {usd(bm['usd_per_50k_accepted']['online'])} vs {usd(bm['usd_per_50k_accepted']['batch'])}; "
+                      f"batch answers arrive within {bm['batch_completion_window']}", highlight=False)
     if r["cost"].get("samples_with_estimated_usage"):
         console.print(f"[yellow]totals include estimated token counts (and costs) for {r['cost']['samples_with_estimated_usage']:,} "
                       "samples: the teacher sent no usage; set teacher.tokenizer for exact local counts[/]")

@@ -113,6 +113,18 @@ def request_params(manifest: Manifest) -> dict[str, Any]:
     return p
 
 
+def request_body(model: str, messages: list[dict[str, str]], params: dict[str, Any], n: int, extra_seed: int) -> dict[str, Any]:
+    """The chat completion request for `n` samples of a prompt, online or as a batch file line."""
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    body.update((k, v) for k, v in params.items() if k != "extra_body")
+    body.update(params.get("extra_body") or {})
+    if n > 1:
+        body["n"] = n
+    if extra_seed and "seed" in body:
+        body["seed"] = body["seed"] + extra_seed
+    return body
+
+
 def _is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, MalformedResponse)):
         return True
@@ -167,6 +179,106 @@ def _shares(weights: list[int], total: int | None) -> list[int | None]:
     return parts
 
 
+class RecordMaker:
+    """A chat completion -> the records the store keeps (CoT split, usage shared over choices,
+    cost at the price paid): one function for online answers and batch output lines alike."""
+
+    def __init__(self, manifest: Manifest, price: Price | None, counter: TokenCounter | None = None, *, batch: bool = False):
+        self.m = manifest
+        self.t = manifest.teacher
+        self.endpoint = normalise_endpoint(self.t.base_url)
+        self._params_json = json.dumps(request_params(manifest), sort_keys=True)
+        self.price = price
+        self.batch = batch  # priced with the provider's batch discount
+        self._counter = counter or CharEstimate()
+
+    def records(self, job: Job, data: dict[str, Any], indices: list[int], attempts: int,
+                latency: float) -> tuple[list[dict[str, Any]], Usage, float | None, bool]:
+        """The stored records of one chat completion answering `indices` of `job`, with the
+        request's usage (filled in locally when the server sent none), its cost and whether
+        that usage was estimated."""
+        choices = sorted(data["choices"], key=lambda c: c.get("index", 0))[: len(indices)]
+        messages = [c.get("message") or {} for c in choices]
+        splits = [split_reasoning(msg) for msg in messages]
+        usage = read_usage(data.get("usage"))
+        estimated = usage.prompt_tokens is None or usage.completion_tokens is None
+        weights = [len(s.cot) + len(s.completion) + 1 for s in splits]
+        ctoks = _shares(weights, usage.completion_tokens)
+        rtoks = _shares([len(s.cot) + 1 for s in splits], usage.reasoning_tokens)
+        if estimated:
+            usage, counted = self._estimated_usage(usage, job.messages, messages, splits)
+            if counted is not None:  # each choice's own count, not a share of a total
+                ctoks, rtoks = counted
+                weights = [c + 1 for c in ctoks]
+        cost = request_cost(usage, self.price, batch=self.batch)
+        ptoks = _shares([1] * len(splits), usage.prompt_tokens)
+        cached = _shares([1] * len(splits), usage.cached_tokens)
+        now = time.time()
+        row_json, messages_json = job.stored_json()
+        params_json = self._params_json
+        out = []
+        for i, (choice, msg, sp) in enumerate(zip(choices, messages, splits)):
+            idx = indices[i]
+            out.append(
+                {
+                    "key": job.keys[idx],
+                    "run": self.m.name,
+                    "prompt_id": job.problem.id,
+                    "sample_index": idx,
+                    "source": self.m.source.path,
+                    "problem": job.problem.problem,
+                    "gold": job.problem.gold,
+                    "row_json": row_json,
+                    "messages_json": messages_json,
+                    "cot": sp.cot,
+                    "completion": sp.completion,
+                    "cot_source": sp.cot_source,
+                    "raw_content": msg.get("content"),
+                    "finish_reason": choice.get("finish_reason"),
+                    "prompt_tokens": ptoks[i],
+                    "completion_tokens": ctoks[i],
+                    "reasoning_tokens": rtoks[i],
+                    "cached_tokens": cached[i],
+                    "cost_usd": None if cost is None else cost * (weights[i] / (sum(weights) or 1)),
+                    "usage_estimated": estimated,
+                    "model": data.get("model") or self.t.model,
+                    "endpoint": self.endpoint,
+                    "params_json": params_json,
+                    "request_id": data.get("id"),
+                    "attempts": attempts,
+                    "latency_s": latency,
+                    "created_at": now,
+                }
+            )
+        return out, usage, cost, estimated
+
+    def _estimated_usage(self, usage: Usage, request: list[dict[str, str]], messages: list[dict[str, Any]],
+                         splits) -> tuple[Usage, tuple[list[int], list[int]] | None]:
+        """The server sent no (or part of its) usage: count locally what is missing. Returns the
+        filled-in usage and, when the completion was counted here, each choice's (completion,
+        reasoning) tokens."""
+        count = self._counter.count
+        counted = None
+        completion, reasoning = usage.completion_tokens, usage.reasoning_tokens
+        if completion is None:
+            per_choice, per_cot = [], []
+            for m, sp in zip(messages, splits):
+                cot = count(sp.cot)
+                field = m.get(_reasoning_field(m)) or ""
+                # A separate reasoning field is the CoT itself: tokenised once, not twice.
+                per_choice.append(count(m.get("content") or "") + (cot if field == sp.cot else count(field)))
+                per_cot.append(cot)
+            counted = (per_choice, per_cot)
+            completion, reasoning = sum(per_choice), sum(per_cot)
+        filled = Usage(
+            prompt_tokens=usage.prompt_tokens if usage.prompt_tokens is not None else prompt_tokens(self._counter, request),
+            completion_tokens=completion,
+            reasoning_tokens=reasoning,
+            cached_tokens=usage.cached_tokens,
+        )
+        return filled, counted
+
+
 class Sampler:
     def __init__(
         self,
@@ -197,6 +309,7 @@ class Sampler:
         self.n_mode = self.t.n_strategy
         self.notify = notify  # shows a notice to the user (live display); stats.notices keeps them
         self._counter = counter or CharEstimate()  # a configured tokenizer was loaded up front
+        self.maker = RecordMaker(manifest, price, self._counter)
         self._notices_seen = 0
         self.window = AdaptiveWindow(self.limits.concurrency, self.limits.timeout_s, self._notice)
         self._fatal: FatalRequestError | None = None
@@ -210,13 +323,7 @@ class Sampler:
         return prompt + n * (self.t.params.max_tokens or 4096)
 
     async def _post(self, messages: list[dict[str, str]], n: int, extra_seed: int) -> tuple[dict[str, Any], int, float]:
-        body: dict[str, Any] = {"model": self.t.model, "messages": messages}
-        body.update((k, v) for k, v in self.params.items() if k != "extra_body")
-        body.update(self.params.get("extra_body") or {})
-        if n > 1:
-            body["n"] = n
-        if extra_seed and "seed" in body:
-            body["seed"] = body["seed"] + extra_seed
+        body = request_body(self.t.model, messages, self.params, n, extra_seed)
         start = time.monotonic()
         state = {"attempts": 0, "requeued": 0}
 
@@ -307,89 +414,11 @@ class Sampler:
     # -- one job: a prompt and the sample indices it still lacks ---------------------------------
 
     def _records(self, job: Job, data: dict[str, Any], indices: list[int], attempts: int, latency: float) -> list[dict[str, Any]]:
-        choices = sorted(data["choices"], key=lambda c: c.get("index", 0))[: len(indices)]
-        messages = [c.get("message") or {} for c in choices]
-        splits = [split_reasoning(msg) for msg in messages]
-        usage = read_usage(data.get("usage"))
-        estimated = usage.prompt_tokens is None or usage.completion_tokens is None
-        weights = [len(s.cot) + len(s.completion) + 1 for s in splits]
-        ctoks = _shares(weights, usage.completion_tokens)
-        rtoks = _shares([len(s.cot) + 1 for s in splits], usage.reasoning_tokens)
-        if estimated:
-            usage, counted = self._estimated_usage(usage, job.messages, messages, splits)
-            if counted is not None:  # each choice's own count, not a share of a total
-                ctoks, rtoks = counted
-                weights = [c + 1 for c in ctoks]
-        cost = request_cost(usage, self.price)
-        ptoks = _shares([1] * len(splits), usage.prompt_tokens)
-        cached = _shares([1] * len(splits), usage.cached_tokens)
-        now = time.time()
-        row_json, messages_json = job.stored_json()
-        params_json = self._params_json
-        out = []
-        for i, (choice, msg, sp) in enumerate(zip(choices, messages, splits)):
-            idx = indices[i]
-            out.append(
-                {
-                    "key": job.keys[idx],
-                    "run": self.m.name,
-                    "prompt_id": job.problem.id,
-                    "sample_index": idx,
-                    "source": self.m.source.path,
-                    "problem": job.problem.problem,
-                    "gold": job.problem.gold,
-                    "row_json": row_json,
-                    "messages_json": messages_json,
-                    "cot": sp.cot,
-                    "completion": sp.completion,
-                    "cot_source": sp.cot_source,
-                    "raw_content": msg.get("content"),
-                    "finish_reason": choice.get("finish_reason"),
-                    "prompt_tokens": ptoks[i],
-                    "completion_tokens": ctoks[i],
-                    "reasoning_tokens": rtoks[i],
-                    "cached_tokens": cached[i],
-                    "cost_usd": None if cost is None else cost * (weights[i] / (sum(weights) or 1)),
-                    "usage_estimated": estimated,
-                    "model": data.get("model") or self.t.model,
-                    "endpoint": self.endpoint,
-                    "params_json": params_json,
-                    "request_id": data.get("id"),
-                    "attempts": attempts,
-                    "latency_s": latency,
-                    "created_at": now,
-                }
-            )
+        out, usage, cost, estimated = self.maker.records(job, data, indices, attempts, latency)
         self._account(usage, cost)
         if estimated:
             self.stats.usage_estimated += len(out)
         return out
-
-    def _estimated_usage(self, usage: Usage, request: list[dict[str, str]], messages: list[dict[str, Any]],
-                         splits) -> tuple[Usage, tuple[list[int], list[int]] | None]:
-        """The server sent no (or part of its) usage: count locally what is missing. Returns the
-        filled-in usage and, when the completion was counted here, each choice's (completion,
-        reasoning) tokens."""
-        count = self._counter.count
-        counted = None
-        completion, reasoning = usage.completion_tokens, usage.reasoning_tokens
-        if completion is None:
-            per_choice, per_cot = [], []
-            for m, sp in zip(messages, splits):
-                cot = count(sp.cot)
-                field = m.get(_reasoning_field(m)) or ""
-                # A separate reasoning field is the CoT itself: tokenised once, not twice.
-                per_choice.append(count(m.get("content") or "") + (cot if field == sp.cot else count(field)))
-                per_cot.append(cot)
-            counted = (per_choice, per_cot)
-            completion, reasoning = sum(per_choice), sum(per_cot)
-        filled = Usage(
-            prompt_tokens=usage.prompt_tokens if usage.prompt_tokens is not None else prompt_tokens(self._counter, request),
-            completion_tokens=completion,
-            reasoning_tokens=reasoning,
-            cached_tokens=usage.cached_tokens,
-        )
-        return filled, counted
 
     def _notice(self, message: str) -> None:
         self._notices_seen += 1

@@ -9,6 +9,7 @@ check, the resolved manifest and the chain that wrote the verdicts.
     OUT/quarantine/             shards that could not be read, kept, never deleted
     OUT/catalog.duckdb          views over the above + the runs table
     OUT/.lock                   held by the single writer
+    OUT/batches/ledger.jsonl    batch mode: uploaded files, their rows, batches, their ends
 """
 
 from __future__ import annotations
@@ -70,6 +71,14 @@ class OutputDir:
     @property
     def lock(self) -> Path:
         return self.path / ".lock"
+
+    @property
+    def batches(self) -> Path:
+        return self.path / "batches"
+
+    @property
+    def ledger(self) -> Path:
+        return self.batches / "ledger.jsonl"
 
     @property
     def resolved_manifest(self) -> Path:

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from curator.teacher import answers as T
+from .batch import BatchAPI, add_routes as add_batch_routes
 from .config import COT_PLACEMENTS, FAULTS, OUTCOMES, ServerConfig
 from .problems import DEFAULT_GOLD, ProblemIndex
 from .reqlog import ANSWER_ID, FAULT, RequestLog, logged
@@ -98,6 +99,7 @@ class TeacherState:
         self.tpw = config.tokens_per_word
         self.id_prefix = uuid.uuid4().hex[:12]
         self.created_at = time.time()
+        self.batch_api = None  # the batch protocol (batch.py), set by make_app
         self.reset()
 
     def reset(self) -> None:
@@ -430,7 +432,10 @@ class TeacherState:
         return _json_response({"object": "list", "data": data})
 
     async def get_stats(self, request: web.Request) -> web.Response:
-        return _json_response(self.stats())
+        out = self.stats()
+        if self.batch_api is not None:
+            out.update(self.batch_api.stats())
+        return _json_response(out)
 
     async def reset_stats(self, request: web.Request) -> web.Response:
         self.reset()
@@ -478,7 +483,8 @@ def make_app(config: ServerConfig | dict[str, Any] | None = None) -> web.Applica
     """The aiohttp application for `config` (a ServerConfig, a dict, or None for defaults)."""
     cfg = config if isinstance(config, ServerConfig) else ServerConfig.load(config)
     state = TeacherState(cfg)
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    # Batch input files are uploaded whole (a provider accepts up to 200 MB).
+    app = web.Application(client_max_size=256 * 1024 * 1024)
     app[STATE_KEY] = state
     chat = state.chat_completions
     if cfg.request_log:
@@ -496,4 +502,6 @@ def make_app(config: ServerConfig | dict[str, Any] | None = None) -> web.Applica
     app.router.add_get("/v1/models", state.list_models)
     app.router.add_get("/stats", state.get_stats)
     app.router.add_post("/stats/reset", state.reset_stats)
+    state.batch_api = BatchAPI(state, cfg.batch)
+    add_batch_routes(app, state.batch_api)
     return app
