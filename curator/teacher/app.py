@@ -20,30 +20,9 @@ from aiohttp import web
 from curator.teacher import answers as T
 from .batch import BatchAPI, add_routes as add_batch_routes
 from .config import COT_PLACEMENTS, FAULTS, OUTCOMES, ServerConfig
+from .jsonio import _JSON_ERRORS, dumps, loads
 from .problems import DEFAULT_GOLD, ProblemIndex
 from .reqlog import ANSWER_ID, FAULT, RequestLog, logged
-
-try:  # optional speed-up
-    import orjson as _orjson
-
-    def dumps(obj: Any) -> bytes:
-        return _orjson.dumps(obj)
-
-    loads = _orjson.loads
-    _JSON_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError)
-except ImportError:  # pragma: no cover - depends on the environment
-    import json as _json
-
-    _encoder = _json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-    def dumps(obj: Any) -> bytes:
-        return _encoder.encode(obj).encode("utf-8")
-
-    def loads(data: bytes) -> Any:
-        return _json.loads(data)
-
-    _JSON_ERRORS = (ValueError, TypeError, UnicodeDecodeError)
-
 
 MOCK_KEYS = frozenset({"outcome", "cot_placement", "fault", "cot_words", "latency_ms"})
 MAX_N = 128

@@ -13,14 +13,12 @@ from __future__ import annotations
 import time
 import uuid
 from hashlib import blake2b
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from .config import BatchScript
-
-if TYPE_CHECKING:
-    from .app import TeacherState
+from .jsonio import dumps, loads
 
 _ENDPOINT = "/v1/chat/completions"
 _WINDOWS = ("24h",)
@@ -32,9 +30,8 @@ def _unit(text: str) -> float:
 
 
 class BatchAPI:
-    def __init__(self, state: TeacherState, script: BatchScript):
-        from .app import dumps, loads
-
+    def __init__(self, state: Any, script: BatchScript):
+        # state: the app's TeacherState (not imported: app.py builds this object, never the reverse)
         self.state = state
         self.script = script
         self._dumps, self._loads = dumps, loads
