@@ -92,6 +92,25 @@ def accepted_count(verdict_dir: Path, steps: list[int]) -> int:
         con.close()
 
 
+def accepted_keys(verdict_dir: Path, steps: list[int]) -> set[str]:
+    """Keys that every one of `steps` judged and accepted (budget.per_prompt counts them on resume)."""
+    import duckdb
+
+    files = [str(p) for p in verdict_dir.glob("*.parquet")]
+    if not files or not steps:
+        return set()
+    con = duckdb.connect()
+    try:
+        rows = con.sql(
+            "SELECT key FROM read_parquet($f) WHERE list_contains($s, step) GROUP BY key"
+            " HAVING bool_and(passed) AND count(DISTINCT step) = len($s)",
+            params={"f": files, "s": steps},
+        ).fetchall()
+        return {r[0] for r in rows}
+    finally:
+        con.close()
+
+
 def earlier_ok(files: list[str], step: int) -> pl.DataFrame:
     """key -> whether every earlier step accepted it (from the verdict files written so far)."""
     import duckdb
