@@ -61,7 +61,9 @@ class VerdictWriter:
             p.unlink(missing_ok=True)
 
     def finish(self) -> None:
-        meta = {"name": self.chain["name"], "digest": self.chain["digest"], "steps": self.chain["steps"]}
+        # sample_steps: the steps that judge each answer alone (the catalog's pass rate of a prompt).
+        meta = {"name": self.chain["name"], "digest": self.chain["digest"], "steps": self.chain["steps"],
+                "sample_steps": self.sample_steps}
         (self.dir / CHAIN_FILE).write_text(json.dumps(meta, indent=2))
         if self.staging:
             old = self.out_dir / f".verdicts-old-{uuid.uuid4().hex[:8]}"
