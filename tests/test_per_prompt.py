@@ -158,3 +158,95 @@ def test_per_prompt_needs_a_sample_step(tmp_path, server):
     m = write_manifest(tmp_path, url, n=2, filters="[near_dup]", budget="per_prompt: {accepted: 2, max_samples: 4}")
     with pytest.raises(RunError, match="sample-scope step"):
         run_manifest(load_manifest(m), progress=False)
+
+
+def mixed_problems(path, n=30):
+    """Problems whose teacher wrong-answer rate runs from 0 to 1: a third never solved, a third always."""
+    rates = [0.0, 1.0, 0.5]
+    rows = [{"id": f"p{i}", "question": f"Tom has {i + 3} apples and buys {i + 2} more. How many now?", "answer": f"#### {2 * i + 5}",
+             "wrong_rate": rates[i % 3]} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {r["id"]: r["wrong_rate"] for r in rows}
+
+
+def test_difficulty_view_report_export_and_pass_rate_filter(tmp_path, server):
+    from curator.audit.report import build_report
+    from curator.judge.runner import refilter
+    from curator.ship.export import ExportOptions, export
+
+    rates = mixed_problems(tmp_path / "problems.jsonl")
+    url = server(problems=str(tmp_path / "problems.jsonl"), problem_column="question", wrong_rate_column="wrong_rate")
+    m = write_manifest(tmp_path, url, n=N, params=", seed: 5", filters="[math]", budget=BUDGET)
+    run_manifest(load_manifest(m), progress=False)
+    out = tmp_path / "out"
+
+    view = {r[0]: r[1:] for r in q(out, "SELECT prompt_id, sampled, judged, solved, accepted, pass_rate, tokens, cost_usd FROM prompts")}
+    direct = {r[0]: r[1:] for r in q(out, "SELECT prompt_id, count(*), count(*) FILTER (WHERE accepted), "
+                                          "sum(prompt_tokens + completion_tokens), sum(cost_usd) FROM samples GROUP BY 1")}
+    assert set(view) == set(rates)
+    for pid, (sampled, judged, solved, accepted, rate, tokens, usd) in view.items():
+        assert (sampled, accepted, tokens) == direct[pid][:3] and usd == pytest.approx(direct[pid][3])
+        assert judged == sampled and rate == pytest.approx(solved / judged)
+        if rates[pid] == 1.0:
+            assert (sampled, accepted, rate) == (M, 0, 0.0)  # never solved: sampled up to M
+        if rates[pid] == 0.0:
+            assert (sampled, accepted, rate) == (K, K, 1.0)  # always solved: K and not one more
+
+    r = build_report(out)["difficulty"]
+    assert r["available"] and sum(b["prompts"] for b in r["buckets"]) == 30
+    by = {b["bucket"]: b for b in r["buckets"]}
+    easy = [p for p in view if view[p][4] == 1.0]
+    assert by["0%"]["prompts"] == 10 and by["100%"]["prompts"] == len(easy) >= 10
+    assert by["100%"]["usd_per_accepted"] == pytest.approx(sum(view[p][6] for p in easy) / sum(view[p][3] for p in easy))
+    assert by["0%"]["usd_per_accepted"] is None  # nothing accepted there
+    nothing = r["ended_with_nothing"]
+    assert nothing["prompts"] == 10 and {e["prompt_id"] for e in nothing["examples"]} == {p for p in rates if rates[p] == 1.0}
+    text = cli("report", out)
+    assert text.returncode == 0 and "10 prompts ended with no accepted sample" in text.stdout, text.stdout[-2000:]
+
+    res = export(out, ExportOptions(format="hf", to=tmp_path / "hf", test_size=0))
+    exported = {row["prompt_id"]: row["pass_rate"] for split in res.rows.values() for row in split}
+    assert exported and all(exported[p] == pytest.approx(view[p][4]) for p in exported)
+
+    # Difficulty filtering: drop what every sample solved, and what none did.
+    (tmp_path / "difficulty.yaml").write_text("steps: [math, {pass_rate: {min: 0.01, max: 0.99}}]\n")
+    _, (samples, accepted, _), reasons = refilter(out, str(tmp_path / "difficulty.yaml"))
+    assert dict(reasons)["pass_rate:too_easy"] == sum(view[p][0] for p in easy)
+    kept = q(out, "SELECT DISTINCT prompt_id FROM samples WHERE accepted")
+    assert {p for (p,) in kept} == {p for p in rates if rates[p] == 0.5 and view[p][4] < 1}
+
+
+def test_pass_rate_filter_min_samples_and_bad_params(tmp_path):
+    import polars as pl
+
+    from curator.judge.base import FilterContext
+    from curator.judge.chain import load_chain
+
+    chain = load_chain([{"pass_rate": {"max": 0.6, "min_samples": 3}}], FilterContext())
+    df = pl.DataFrame({"key": list("abcdef"), "prompt_id": ["x", "x", "x", "y", "y", "z"],
+                       "prior_passed": [True, False, False, True, True, False]})
+    v = chain.steps[0].filter.apply(df)
+    assert dict(zip(v["key"], v["reason"])) == {"a": None, "b": None, "c": None, "d": "few_samples", "e": "few_samples", "f": "few_samples"}
+    with pytest.raises(ManifestError, match="min .* is above max"):
+        load_chain([{"pass_rate": {"min": 0.8, "max": 0.2}}], FilterContext())
+
+
+def test_estimate_projects_k_accepted_against_fixed_n(tmp_path, server):
+    """The projection from a fixed-n pilot lands near what the K-accepted run then buys."""
+    from curator.run import estimate
+
+    rows = [{"id": f"p{i}", "question": f"Tom has {i + 3} apples and buys {i + 2} more. How many now?", "answer": f"#### {2 * i + 5}",
+             "wrong_rate": (i * 37 % 100) / 99} for i in range(120)]
+    (tmp_path / "problems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    url = server(problems=str(tmp_path / "problems.jsonl"), problem_column="question", wrong_rate_column="wrong_rate")
+    m = write_manifest(tmp_path, url, n=4, params=", seed: 5", filters="[math]", budget="per_prompt: {accepted: 2, max_samples: 10}")
+    r = estimate(load_manifest(m), pilot=60, target=100, bootstrap=200)["per_prompt"]
+    lo, hi = r["samples_per_prompt_interval"]
+    assert lo <= r["samples_per_prompt"] <= hi and r["fixed_n"]["samples"] == 4 * 120
+    res = run_manifest(load_manifest(m), progress=False)
+    actual = q(tmp_path / "out", "SELECT count(*) / count(DISTINCT prompt_id), count(*) FILTER (WHERE accepted) FROM samples")[0]
+    assert actual[0] == pytest.approx(r["samples_per_prompt"], rel=0.25)
+    assert actual[1] == pytest.approx(r["accepted_total"], rel=0.25)
+    assert res.complete
+    text = cli("estimate", m, "--pilot", "60", "--target", "100")
+    assert text.returncode == 0 and "against fixed n=4" in text.stdout, text.stdout + text.stderr
