@@ -87,6 +87,9 @@ class JobFeed:
     def empty(self) -> bool:
         return not self._queue
 
+    def __len__(self) -> int:
+        return len(self._queue)
+
     async def get(self) -> Job | None:
         """The next job; None once the feed is closed and drained."""
         while True:
@@ -552,7 +555,7 @@ class Sampler:
                     if self._fatal is not None:
                         return stop()
 
-        workers = self.limits.concurrency if not feed.closed else min(self.limits.concurrency, max(1, len(feed._queue)))
+        workers = self.limits.concurrency if not feed.closed else min(self.limits.concurrency, max(1, len(feed)))
         t0 = time.monotonic()
         try:
             await asyncio.gather(*(worker() for _ in range(workers)))
