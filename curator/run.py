@@ -337,7 +337,10 @@ async def _sample(ctx: RunContext) -> None:
     def more(jobs: list[Job]) -> None:
         for job in jobs:
             stats.total_samples += len(job.indices)
-            feed.put(job)
+            # Ahead of the first rounds still queued: a hard prompt's chain of rounds runs beside
+            # them instead of after them all (a long tail with the window half empty), and a
+            # budget stop leaves prompts finished rather than many with one round.
+            feed.put(job, front=True)
         if plan.done():
             feed.close()  # every prompt has K accepted, M samples, or a failed request
 

@@ -250,3 +250,21 @@ def test_estimate_projects_k_accepted_against_fixed_n(tmp_path, server):
     assert res.complete
     text = cli("estimate", m, "--pilot", "60", "--target", "100")
     assert text.returncode == 0 and "against fixed n=4" in text.stdout, text.stdout + text.stderr
+
+
+def test_top_ups_start_while_the_first_round_is_still_being_sent(tmp_path, server):
+    """No barrier between rounds: a prompt's second round is sent as soon as its own verdicts are
+    in, while other prompts' first-round requests are still going out."""
+    log = tmp_path / "requests.jsonl"
+    probs = write_problems(tmp_path / "problems.jsonl", 40)
+    url = server(problems=str(probs), problem_column="question", mix={"right": 0.5, "wrong": 0.5}, request_log=str(log),
+                 latency_ms=100)
+    m = write_manifest(tmp_path, url, n=N, problems=40, params=", seed: 5", filters="[math]", budget=BUDGET,
+                       limits=", concurrency: 2")
+    res = run_manifest(load_manifest(m), progress=False)
+    assert res.complete
+    lines = [r for r in log_lines(log) if r["status"] == 200]
+    first = [r for r in lines if r["seed"] == 5]  # the first round: one n=2 request per prompt, seed + 0
+    top_up = [r for r in lines if r["seed"] != 5]
+    assert len(first) == 40 and top_up
+    assert min(r["t0"] for r in top_up) < max(r["t0"] for r in first)

@@ -73,11 +73,12 @@ class JobFeed:
         self._queue = deque(jobs)
         self._wake = asyncio.Event()
         self.closed = not open_
-        self.queued_samples = sum(len(j.indices) for j in jobs)
 
-    def put(self, job: Job) -> None:
-        self._queue.append(job)
-        self.queued_samples += len(job.indices)
+    def put(self, job: Job, *, front: bool = False) -> None:
+        if front:
+            self._queue.appendleft(job)
+        else:
+            self._queue.append(job)
         self._wake.set()
 
     def close(self) -> None:
@@ -94,9 +95,7 @@ class JobFeed:
         """The next job; None once the feed is closed and drained."""
         while True:
             if self._queue:
-                job = self._queue.popleft()
-                self.queued_samples -= len(job.indices)
-                return job
+                return self._queue.popleft()
             if self.closed:
                 return None
             self._wake.clear()
