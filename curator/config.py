@@ -119,9 +119,18 @@ class Limits(_Strict):
     max_backoff_s: float = Field(default=60, gt=0)
 
 
+class PerPrompt(_Strict):
+    """Sample each prompt until it has `accepted` answers the chain's sample steps accept, or
+    `max_samples` answers in all (curator/sample/per_prompt.py)."""
+
+    accepted: int = Field(ge=1)
+    max_samples: int = Field(ge=1)
+
+
 class Budget(_Strict):
     max_usd: float | None = Field(default=None, gt=0)
     max_accepted: int | None = Field(default=None, gt=0)
+    per_prompt: PerPrompt | None = None
 
 
 class Store(_Strict):
@@ -150,6 +159,16 @@ class Manifest(_Strict):
         if not v.strip():
             raise ValueError("must not be empty")
         return v
+
+    @model_validator(mode="after")
+    def _per_prompt(self) -> Manifest:
+        pp, n = self.budget.per_prompt, self.teacher.params.n
+        if pp is not None:
+            if pp.max_samples < n:
+                raise ValueError(f"budget.per_prompt.max_samples ({pp.max_samples}) must be >= teacher.params.n ({n}), the first round")
+            if self.filters is None:
+                raise ValueError("budget.per_prompt needs a filter chain (filters:) whose sample steps decide what is accepted")
+        return self
 
     def resolve(self, p: str | Path) -> Path:
         path = resolve_path(p, self.base_dir)
@@ -187,6 +206,9 @@ def _first_error(e: ValidationError) -> str:
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown field"
+    more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    if not err["loc"] and err["type"] == "value_error":  # a check across fields names its fields itself
+        return msg.removeprefix("Value error, ") + more
     return f"field '{loc}': {msg}" + (f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else "")
 
 

@@ -31,7 +31,8 @@ from curator.judge.runner import IncrementalJudge
 from curator.redact import register_secret
 from curator.sample.cost import find_price, warn_unknown
 from curator.sample.progress import RunProgress
-from curator.sample.sampler import FatalRequestError, Job, Sampler, Stats, normalise_endpoint, request_params, sample_key
+from curator.sample.per_prompt import PerPromptPlan
+from curator.sample.sampler import FatalRequestError, Job, JobFeed, Sampler, Stats, normalise_endpoint, request_params, sample_key
 from curator.sample.sources import fingerprint, load_problems
 from curator.sample.templates import Renderer
 from curator.sample.tokencount import TokenCounter, load_counter
@@ -60,27 +61,41 @@ def api_key_for(manifest: Manifest) -> str:
     return key
 
 
-def build_jobs(manifest: Manifest, stored: set[str]) -> tuple[list[Job], int, int, str]:
+def prompt_jobs(manifest: Manifest) -> tuple[list[Job], str]:
+    """One Job per prompt (no indices yet) with the key of every sample index the run may ask for:
+    0..n-1, or 0..max_samples-1 with budget.per_prompt; and the source's fingerprint."""
     src_path = manifest.resolve(manifest.source.path)
     problems = load_problems(manifest.source, src_path)
     renderer = Renderer(manifest.template(), where=str(manifest.manifest_path or "prompt"))
     renderer.check_columns(set(problems[0].row), str(src_path))
     params = request_params(manifest)
-    n = manifest.teacher.params.n
-    jobs, total, have = [], 0, 0
+    per_prompt = manifest.budget.per_prompt
+    upto = max(manifest.teacher.params.n, per_prompt.max_samples if per_prompt else 0)
+    out = []
     for p in problems:
         ctx = dict(p.row)
         ctx.setdefault("problem", p.problem)
         ctx.setdefault("gold", p.gold)
         ctx.setdefault("id", p.id)
         messages = renderer.render(ctx)
-        keys = {i: sample_key(manifest.teacher.base_url, manifest.teacher.model, messages, params, i) for i in range(n)}
-        missing = [i for i in range(n) if keys[i] not in stored]
+        keys = {i: sample_key(manifest.teacher.base_url, manifest.teacher.model, messages, params, i) for i in range(upto)}
+        out.append(Job(p, messages, [], keys))
+    return out, fingerprint(src_path)
+
+
+def build_jobs(manifest: Manifest, stored: set[str]) -> tuple[list[Job], int, int, str]:
+    """The first round: each prompt's indices 0..n-1 with no stored answer; (jobs, samples in the
+    round, of them stored, source fingerprint)."""
+    prompts, fp = prompt_jobs(manifest)
+    n = manifest.teacher.params.n
+    jobs, total, have = [], 0, 0
+    for t in prompts:
+        missing = [i for i in range(n) if t.keys[i] not in stored]
         total += n
         have += n - len(missing)
         if missing:
-            jobs.append(Job(p, messages, missing, keys))
-    return jobs, total, have, fingerprint(src_path)
+            jobs.append(Job(t.problem, t.messages, missing, t.keys))
+    return jobs, total, have, fp
 
 
 def _versions() -> dict[str, str]:
@@ -159,6 +174,7 @@ class RunContext:
     have: int = 0  # samples stored before this session
     source_fp: str | None = None
     judge: IncrementalJudge | None = None
+    plan: PerPromptPlan | None = None  # budget.per_prompt: who needs more samples
     display: Any = None
     monitor: Any = None
 
@@ -205,13 +221,19 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
     ctx = RunContext(manifest, out, api_key, price, store, chain, counter, command)
     stats = ctx.stats
     try:
-        ctx.jobs, total, ctx.have, ctx.source_fp = build_jobs(manifest, store.keys)
+        if manifest.budget.per_prompt is None:
+            ctx.jobs, total, ctx.have, ctx.source_fp = build_jobs(manifest, store.keys)
+            prompts = []
+        else:
+            prompts, ctx.source_fp = prompt_jobs(manifest)
         write_resolved_manifest(manifest, out.path)
-        stats.total_samples = total
-        stats.already_stored = ctx.have
         ctx.judge = IncrementalJudge(out.path, chain, store.keys) if chain is not None else None
         if ctx.judge is not None:
             stats.accepted, stats.judged = ctx.judge.accepted, ctx.judge.judged
+        if manifest.budget.per_prompt is not None:
+            ctx.plan, ctx.jobs, total, ctx.have = _plan(manifest, ctx.judge, prompts, store.keys)
+        stats.total_samples = total
+        stats.already_stored = ctx.have
 
         if later_session and ctx.jobs and ctx.should_stop() is None:
             # A later session checks the teacher only when it will buy something: a run killed
@@ -256,6 +278,19 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
         if chain is not None:
             chain.close()
         store.close()
+
+
+def _plan(manifest: Manifest, judge: IncrementalJudge | None, prompts: list[Job], stored: set[str]) -> tuple[PerPromptPlan, list[Job], int, int]:
+    """budget.per_prompt: what every prompt has (stored, accepted by the sample steps, after the
+    judge caught up with answers a kill left unjudged) and its first job of this session."""
+    if judge is None or not judge.steps:
+        raise RunError("budget.per_prompt needs a filter chain with at least one sample-scope step (math, format...): "
+                       "dataset steps (near_dup, majority_vote) run only after sampling")
+    rule = manifest.budget.per_prompt
+    plan = PerPromptPlan(prompts, rule, manifest.teacher.params.n, stored, judge.accepted_keys())
+    jobs = plan.first_jobs()
+    have = sum(len(st.stored) for st in plan.prompts)
+    return plan, jobs, have + plan.outstanding, have
 
 
 def _drift_monitor(out_dir: Path):
@@ -303,8 +338,28 @@ async def _sample(ctx: RunContext) -> None:
     to_store: asyncio.Queue = asyncio.Queue()
     to_judge: asyncio.Queue = asyncio.Queue()
     store, stats, judge, display, monitor = ctx.store, ctx.stats, ctx.judge, ctx.display, ctx.monitor
+    plan = ctx.plan
+    feed = JobFeed(ctx.jobs, open_=plan is not None)
+
+    def more(jobs: list[Job]) -> None:
+        for job in jobs:
+            stats.total_samples += len(job.indices)
+            # Ahead of the first rounds still queued: a hard prompt's chain of rounds runs beside
+            # them instead of after them all (a long tail with the window half empty), and a
+            # budget stop leaves prompts finished rather than many with one round.
+            feed.put(job, front=True)
+        if plan.done():
+            feed.close()  # every prompt has K accepted, M samples, or a failed request
+
+    def failed(job: Job) -> None:
+        if plan is not None:
+            plan.failed(job)
+            more([])
+
     sampler = Sampler(ctx.manifest, ctx.api_key, to_store.put_nowait, ctx.price, stats, ctx.should_stop, ctx.hold,
-                      counter=ctx.counter, notify=display.warn)
+                      counter=ctx.counter, notify=display.warn, on_failed=failed)
+    if plan is not None and plan.done():
+        feed.close()
 
     async def storer() -> None:
         while True:
@@ -335,15 +390,21 @@ async def _sample(ctx: RunContext) -> None:
         while True:
             records, done = await _drain(to_judge)
             if records and judge is not None:
-                await asyncio.to_thread(judge.judge, records)
+                try:
+                    ok = await asyncio.to_thread(judge.judge, records)
+                except BaseException as e:
+                    sampler.abort(f"judging answers failed: {e}")  # nothing waits for verdicts that will not come
+                    raise
                 stats.accepted, stats.judged = judge.accepted, judge.judged
+                if plan is not None:
+                    more(plan.observe([(r["key"], a) for r, a in zip(records, ok)]))
                 display.refresh()
             if done:
                 return
 
     tasks = [asyncio.create_task(storer()), asyncio.create_task(judger())]
     try:
-        await sampler.run(ctx.jobs)
+        await sampler.run(feed)
     finally:
         to_store.put_nowait(None)
         await asyncio.gather(*tasks)
@@ -378,6 +439,8 @@ def write_receipt(ctx: RunContext, complete: bool) -> Path:
             "accepted": stats.accepted if chain else None,
             "failed_attempts": stats.failed_attempts,
         },
+        # budget.per_prompt: prompts that reached K accepted, stopped at max_samples, or neither (stopped early)
+        "per_prompt": ctx.plan.summary() if ctx.plan is not None else None,
         "drift_warnings": stats.warnings,
         "notices": stats.notices,
         "window": {"final": stats.window, "lowest": stats.window_lowest, "requeued_timeouts": stats.requeued},

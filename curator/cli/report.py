@@ -96,6 +96,25 @@ def print_report(r: dict[str, Any], console: Console) -> None:
             t.add_row(str(s["source"]), fmt_int(s["sampled"]), fmt_int(s["accepted"]), fmt_pct(s["acceptance_rate"]), usd(s["usd"]), usd(s["usd_per_accepted"]))
         console.print(t)
 
+    dif = r.get("difficulty") or {}
+    if dif.get("available"):
+        t = Table(title=f"Difficulty: {fmt_int(dif['prompts'])} prompts by pass rate (solved by the sample steps / judged); "
+                        f"mean {fmt_pct(dif['mean_pass_rate'])}", title_justify="left")
+        for c in ("pass rate", "prompts", "", "samples/prompt", "accepted", "dollars", "per accepted"):
+            t.add_column(c, justify="left" if c in ("pass rate", "") else "right")
+        top = max((b["prompts"] for b in dif["buckets"]), default=0) or 1
+        for b in dif["buckets"]:
+            bar = "█" * round(12 * b["prompts"] / top)
+            t.add_row(b["bucket"], fmt_int(b["prompts"]), bar, _num(b["samples_per_prompt"]), fmt_int(b["accepted"]), usd(b["usd"]),
+                      usd(b["usd_per_accepted"]))
+        console.print(t)
+        e = dif["ended_with_nothing"]
+        if e["prompts"]:
+            ids = ", ".join(str(x["prompt_id"]) for x in e["examples"][:10])
+            console.print(f"[yellow]{e['prompts']:,} prompts ended with no accepted sample[/] ({fmt_int(e['sampled'])} samples, "
+                          f"{usd(e['usd'])}): worth a stronger teacher; e.g. {ids}"
+                          + (" …" if e["prompts"] > 10 else "") + "  (all: SELECT * FROM prompts WHERE accepted = 0)", highlight=False)
+
     t = Table(title="Drift over the run (rolling window vs the first)", title_justify="left")
     for c in ("signal", "status", "first window", "last window", "detail"):
         t.add_column(c, justify="left" if c in ("signal", "status", "detail") else "right")

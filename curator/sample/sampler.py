@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -54,12 +55,51 @@ class Job:
     indices: list[int]  # sample indices still without an answer
     keys: dict[int, str]
     _json: tuple[str, str] | None = None
+    answered: set[int] = field(default_factory=set)  # indices answered (handed to the store) so far
 
     def stored_json(self) -> tuple[str, str]:
         """(row_json, messages_json), serialised once for the job's n samples."""
         if self._json is None:
             self._json = (json.dumps(self.problem.row, ensure_ascii=False, default=str), json.dumps(self.messages, ensure_ascii=False))
         return self._json
+
+
+class JobFeed:
+    """The jobs the workers take. Closed from the start for a fixed list; kept open while answers
+    still on their way to the judge may ask for more (budget.per_prompt), so new jobs join the
+    queue the workers already drain: the in-flight window stays full across rounds."""
+
+    def __init__(self, jobs: list[Job], *, open_: bool = False):
+        self._queue = deque(jobs)
+        self._wake = asyncio.Event()
+        self.closed = not open_
+
+    def put(self, job: Job, *, front: bool = False) -> None:
+        if front:
+            self._queue.appendleft(job)
+        else:
+            self._queue.append(job)
+        self._wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    def empty(self) -> bool:
+        return not self._queue
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    async def get(self) -> Job | None:
+        """The next job; None once the feed is closed and drained."""
+        while True:
+            if self._queue:
+                return self._queue.popleft()
+            if self.closed:
+                return None
+            self._wake.clear()
+            await self._wake.wait()
 
 
 @dataclass
@@ -291,6 +331,7 @@ class Sampler:
         hold: Callable[[], bool] = lambda: False,
         counter: TokenCounter | None = None,
         notify: Callable[[str], None] = lambda _m: None,
+        on_failed: Callable[[Job], None] = lambda _j: None,
     ):
         self.m = manifest
         self.t = manifest.teacher
@@ -311,6 +352,8 @@ class Sampler:
         self._counter = counter or CharEstimate()  # a configured tokenizer was loaded up front
         self.maker = RecordMaker(manifest, price, self._counter)
         self._notices_seen = 0
+        self.on_failed = on_failed  # a job given up on (its unanswered indices wait for resume)
+        self._feed: JobFeed | None = None
         self.window = AdaptiveWindow(self.limits.concurrency, self.limits.timeout_s, self._notice)
         self._fatal: FatalRequestError | None = None
         self._any_success = False
@@ -464,8 +507,9 @@ class Sampler:
                 raise MalformedResponse("the server answered with no choices")
             self._any_success = True
             self.stats.received += len(records)
-            self.submit(records)
             done = {r["sample_index"] for r in records}
+            job.answered |= done
+            self.submit(records)
             if len(batch) > 1 and len(done) < len(batch) and self.t.n_strategy == "auto" and self.n_mode != "separate":
                 self.n_mode = "separate"
                 self._notice(
@@ -477,6 +521,8 @@ class Sampler:
     def abort(self, message: str) -> None:
         """Stop sending (storage failed): in-flight answers finish, nothing new is bought."""
         self._fatal = FatalRequestError(message)
+        if self._feed is not None:
+            self._feed.close()
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -490,25 +536,35 @@ class Sampler:
             return f"budget: spent ${self.stats.cost_usd:.4f} of max_usd ${b.max_usd}"
         return self.should_stop()
 
-    async def run(self, jobs: list[Job]) -> None:
-        queue = iter(jobs)
+    async def run(self, jobs: list[Job] | JobFeed) -> None:
+        feed = jobs if isinstance(jobs, JobFeed) else JobFeed(jobs)
+        self._feed = feed
+        if self._fatal is not None:
+            feed.close()
+
+        def stop(reason: str | None = None) -> None:
+            if reason:
+                self.stats.stop_reason = reason
+            feed.close()  # wakes the workers waiting for a job that will not come
 
         async def worker() -> None:
-            for job in queue:
+            while (job := await feed.get()) is not None:
                 if self._fatal is not None or self.stats.stop_reason:
-                    return
+                    return stop()
                 while self.hold() and self._fatal is None:
                     await asyncio.sleep(0.02)
                 reason = self._budget_stop()
                 if reason:
-                    self.stats.stop_reason = reason
-                    return
+                    return stop(reason)
                 self.stats.in_flight += 1
+                failed = False
                 try:
                     await self._run_job(job)
                 except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as e:
                     self._fatal = FatalRequestError(_one_line(e))
+                    failed = True
                 except openai.BadRequestError as e:
+                    failed = True
                     if not self._any_success:
                         self._fatal = FatalRequestError(_one_line(e))
                     else:  # one bad prompt (too long...) must not stop a paid-for run
@@ -517,14 +573,20 @@ class Sampler:
                 except Exception as e:  # retries exhausted: record, go on, resume will retry
                     if isinstance(e, (asyncio.CancelledError, KeyboardInterrupt)):
                         raise
+                    failed = True
                     self.stats.failed += 1
                     self.stats.errors.append(f"prompt {job.problem.id}: {_one_line(e)}")
                 finally:
                     self.stats.in_flight -= 1
+                if failed:
+                    self.on_failed(job)
+                    if self._fatal is not None:
+                        return stop()
 
+        workers = self.limits.concurrency if not feed.closed else min(self.limits.concurrency, max(1, len(feed)))
         t0 = time.monotonic()
         try:
-            await asyncio.gather(*(worker() for _ in range(min(self.limits.concurrency, max(1, len(jobs))))))
+            await asyncio.gather(*(worker() for _ in range(workers)))
         finally:
             self.stats.sampling_s = time.monotonic() - t0
             self.stats.window, self.stats.window_lowest = self.window.size, self.window.lowest

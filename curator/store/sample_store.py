@@ -91,7 +91,7 @@ class SampleStore:
         self._rescue = RescueJournal(out_dir)
         try:
             remove_partials(out_dir / "shards")
-            remove_partials(out_dir / "verdicts")
+            remove_partials(OutputDir(out_dir).verdicts)
             # One pass over the shards' key and seq columns gives the stored keys, the next seq
             # and which shards are unreadable.
             self.keys: set[str] = set()
@@ -162,7 +162,7 @@ class SampleStore:
             dest = self._move_to_quarantine(p)
             moved.append(dest)
             self._notice(f"{p}: unreadable shard ({problem}); moved to {dest}, {len(rows)} rows salvaged, the rest will be requested again")
-        vdir = self.out_dir / "verdicts"
+        vdir = OutputDir(self.out_dir).verdicts
         for p in sorted(vdir.glob("*.parquet")) if vdir.exists() else []:
             _, problem = read_checked(p, ["key", "step"])
             if problem is not None:

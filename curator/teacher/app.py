@@ -21,7 +21,7 @@ from curator.teacher import answers as T
 from .batch import BatchAPI, add_routes as add_batch_routes
 from .config import COT_PLACEMENTS, FAULTS, OUTCOMES, ServerConfig
 from .jsonio import _JSON_ERRORS, dumps, loads
-from .problems import DEFAULT_GOLD, ProblemIndex
+from .problems import DEFAULT_GOLD, ProblemIndex, wrong_rates
 from .reqlog import ANSWER_ID, FAULT, RequestLog, logged
 
 MOCK_KEYS = frozenset({"outcome", "cot_placement", "fault", "cot_words", "latency_ms"})
@@ -67,6 +67,9 @@ class TeacherState:
             )
         else:
             self.index = ProblemIndex()
+        self.wrong_rates: dict[str, float] = {}
+        if config.problems and config.wrong_rate_column:
+            self.wrong_rates = wrong_rates(config.problems, config.id_column, config.wrong_rate_column)
         self.mix = [(k, float(w)) for k, w in config.mix.items() if w > 0]
         self.mix_total = sum(w for _, w in self.mix)
         self.fault_rate = [(k, float(p)) for k, p in config.fault_rate.items() if p > 0]
@@ -271,12 +274,13 @@ class TeacherState:
         if latency > 0:
             await asyncio.sleep(latency / 1000.0)
 
-        resp = self.build_completion(model, messages, n, max_tokens, mock)
+        seed = req.get("seed")
+        resp = self.build_completion(model, messages, n, max_tokens, mock, seed if type(seed) is int else None)
         request[ANSWER_ID] = resp["id"]  # for the request log
         return web.Response(body=dumps(resp), content_type="application/json")
 
     def build_completion(self, model: str, messages: list[dict[str, Any]], n: int, max_tokens: int | None,
-                         mock: dict[str, Any]) -> dict[str, Any]:
+                         mock: dict[str, Any], request_seed: int | None = None) -> dict[str, Any]:
         c = self.config
         tpw = self.tpw
         user = ""
@@ -301,15 +305,24 @@ class TeacherState:
         forced = mock.get("outcome")
         budget = int(max_tokens / tpw) if max_tokens is not None else None
         collapse_after = c.collapse_after
+        # As a real server: another request seed, another draw (a prompt's later samples, asked
+        # one request at a time with seed + index, are not copies of its first one).
+        base_seed = c.seed if request_seed is None else f"{c.seed}+{request_seed}"
+        wrong_rate = self.wrong_rates.get(found[0]) if found is not None and self.wrong_rates else None
 
         choices = []
         reasoning_total = 0
         completion_total = 0
         for i in range(n):
-            u, rs = T.digest(c.seed, user, i)
+            u, rs = T.digest(base_seed, user, i)
             collapsed = collapse_after is not None and self.completions >= collapse_after
             self.completions += 1
-            outcome = forced or T.pick(u, self.mix, self.mix_total)
+            if forced:
+                outcome = forced
+            elif wrong_rate is not None:
+                outcome = "wrong" if u < wrong_rate else "right"
+            else:
+                outcome = T.pick(u, self.mix, self.mix_total)
             rng = random.Random(rs)
             place = placement
             finish = "stop"

@@ -91,6 +91,9 @@ class ServerConfig(BaseModel):
     id_column: str = "id"
     problem_column: str = "problem"
     answer_column: str = "answer"
+    # A column of the problems file holding each problem's chance of a wrong answer (0..1): those
+    # problems draw right/wrong by it instead of `mix` (mixed difficulty for bench/k_accepted.py).
+    wrong_rate_column: str | None = None
     seed: int = 0
     n_mode: Literal["support", "ignore", "reject"] = "support"
     cached_fraction: float = Field(default=0.0, ge=0, le=1)
