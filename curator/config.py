@@ -168,6 +168,9 @@ class Manifest(_Strict):
                 raise ValueError(f"budget.per_prompt.max_samples ({pp.max_samples}) must be >= teacher.params.n ({n}), the first round")
             if self.filters is None:
                 raise ValueError("budget.per_prompt needs a filter chain (filters:) whose sample steps decide what is accepted")
+            if self.teacher.mode == "batch":
+                # A batch returns its rows hours later: top-ups would wait a batch each round.
+                raise ValueError("budget.per_prompt samples in rounds as verdicts arrive; it needs teacher.mode: online")
         return self
 
     def resolve(self, p: str | Path) -> Path:

@@ -245,12 +245,10 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
         error: BaseException | None = None
         try:
             with ctx.display:
-                # --- issue 13: batch mode (teacher.mode: batch) has its own session loop -------
-                if manifest.teacher.mode == "batch":
+                if manifest.teacher.mode == "batch":  # files and polls instead of requests: its own loop
                     from curator.sample.batch import run_batches
 
                     run_batches(ctx, detach=detach)
-                # --- end issue 13 ----------------------------------------------------------------
                 else:
                     _run_loop(_sample(ctx))
         except (FatalRequestError, StoreError) as e:

@@ -153,6 +153,14 @@ def test_bad_per_prompt_is_one_line(tmp_path, budget, filters, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+def test_per_prompt_is_refused_in_batch_mode(tmp_path):
+    """Rounds follow verdicts as they arrive; a batch answers hours later."""
+    m = write_manifest(tmp_path, "http://127.0.0.1:9/v1", n=2, filters="[math]", extra_teacher="mode: batch",
+                       budget="per_prompt: {accepted: 2, max_samples: 4}")
+    with pytest.raises(ManifestError, match="it needs teacher.mode: online"):
+        load_manifest(m)
+
+
 def test_per_prompt_needs_a_sample_step(tmp_path, server):
     url = server()
     m = write_manifest(tmp_path, url, n=2, filters="[near_dup]", budget="per_prompt: {accepted: 2, max_samples: 4}")
