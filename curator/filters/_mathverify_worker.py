@@ -83,6 +83,7 @@ def prepare_text(text: str, *, latex: bool) -> str:
     from curator.filters.answers import strip_markdown_bold
 
     t = text or ""
+    t = t.replace("\u2212", "-")  # Unicode minus: Math-Verify's number patterns want ASCII
     t = t.replace("\\fbox", "\\boxed")
     t = strip_markdown_bold(t)
     t = _EULER_RE.sub("e", t)
@@ -252,11 +253,14 @@ def judge(
     allow_set_relation_comp: bool = False,
     timeout_s: float = 5.0,
     gold_is_answer: bool = False,
+    gold_alts: tuple[str, ...] | list[str] = (),
 ) -> dict[str, Any]:
     """Compare a gold text with a predicted text (both may be whole solutions).
 
     gold_is_answer: the gold is a bare answer (`\\frac{1}{2}`, `72`, `y=2x+3`), read as LaTeX
     even without `$` delimiters.
+    gold_alts: other bare readings of the gold (a decimal comma `1,22` -> `1.22`, one sign of
+    `\\pm a`), tried in the same time budget when the gold as written does not match.
     Returns {"status": "ok"|"no_answer"|"bad_gold"|"timeout", "match": bool,
              "gold_parsed", "pred_parsed", "extracted"}."""
     from math_verify import parse, verify
@@ -284,6 +288,21 @@ def judge(
             "pred_parsed": _to_str(P[0]) if P else "",
             "extracted": extracted,
         }
+
+    if gold_alts:
+        first = judge(gold, pred, extraction=extraction, precision=precision, strict=strict,
+                      allow_set_relation_comp=allow_set_relation_comp, timeout_s=timeout_s, gold_is_answer=gold_is_answer)
+        if first["match"]:
+            return first
+        for alt in gold_alts:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            r = judge(alt, pred, extraction=extraction, precision=precision, strict=strict,
+                      allow_set_relation_comp=allow_set_relation_comp, timeout_s=left, gold_is_answer=True)
+            if r["match"]:
+                return {**r, "gold_reading": alt}
+        return first
 
     gtext = prepare_text(gold, latex=latex)
     if gold_is_answer:

@@ -379,3 +379,282 @@ def choice_letter(text: str | None, letters: str = "ABCDE") -> str | None:
     if paren:
         return paren[-1].upper()
     return None
+
+
+# --------------------------------------------------------------------------------------------
+# the final answer a careful grader reads (math filter), with the span and the reason
+
+# Minus signs that are not ASCII: U+2212 (what LaTeX renders and teachers copy), the small and
+# full-width hyphen-minus. En/em dashes are punctuation more often than signs: left alone.
+_MINUS_RE = re.compile("[\u2212\ufe63\uff0d]")
+
+
+def normalize_minus(text: str) -> str:
+    return _MINUS_RE.sub("-", text) if text else text
+
+
+# Thousands separators that are spaces: LaTeX thin/medium/thick spaces, `~`, `\ `, `{\,}`, and
+# Unicode thin, narrow no-break and no-break spaces. A group is exactly three digits, so lists
+# (`1, 2, 3`), decimals and `2 3` are left alone.
+_SPACE_SEP = r"(?:\{\\[,:;]\}|\\[,:;]|\\ |~|[\u2009\u202f\u00a0\u2007])"
+_SPACE_GROUPED_RE = re.compile(rf"(?<![\d.,]){{1}}(\d{{1,3}})((?:{_SPACE_SEP}\d{{3}})+)(?![\d])")
+_PLAIN_SPACE_GROUPED_RE = re.compile(r"(?<![\d.,])(\d{1,3})((?: \d{3})+)(?![\d]|\.\d| \d)")
+
+
+def ungroup_thousands(text: str, *, plain_spaces: bool = True) -> str:
+    """`1\\,000` / `1 000 000` / `1{\\,}000` / `1 000` (U+2009) -> `1000000`. `plain_spaces` also
+    joins groups separated by an ordinary space: right for a short answer (a box, a gold), not for
+    prose where two numbers may stand side by side."""
+    if not text or not any(c.isdigit() for c in text):
+        return text
+    t = _SPACE_GROUPED_RE.sub(lambda m: m.group(1) + re.sub(r"\D", "", m.group(2)), text)
+    if plain_spaces:
+        t = _PLAIN_SPACE_GROUPED_RE.sub(lambda m: m.group(1) + m.group(2).replace(" ", ""), t)
+    return t
+
+
+# A bare decimal with a decimal comma: `1,22`, `0,111`, `1000,99`. One comma, no space; not a
+# thousands grouping (which has exactly three digits after the comma and 1-3 non-zero-led before).
+_DECIMAL_COMMA_RE = re.compile(r"\s*([-+]?)(\d+),(\d+)\s*")
+
+
+def decimal_comma_value(text: str | None) -> str | None:
+    """`1,22` -> `1.22`; None when the text is not a number with a decimal comma (`1,234` is a
+    thousands grouping, `2, 3` a list)."""
+    if not text:
+        return None
+    m = _DECIMAL_COMMA_RE.fullmatch(text)
+    if not m:
+        return None
+    sign, a, b = m.groups()
+    thousands = len(b) == 3 and len(a) <= 3 and not (a.startswith("0"))
+    if thousands:
+        return None
+    return f"{sign}{a}.{b}"
+
+
+_DELIM_PAIRS = (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$"))
+# "Answer $9$" / "Answer \( 9 \)" with no colon or "is": a label only when the maths closes the line.
+_BARE_LABEL_RE = re.compile(r"(?<![A-Za-z])(?:final\s+)?answer[ \t]+(?=\$|\\\(|\\\[)", re.IGNORECASE)
+_STATEMENT_FILLER_RE = re.compile(
+    r"^(?:(?:actually|now|then|simply|just|therefore|thus|indeed|exactly|still|really|clearly|equal\s+to|given\s+by|:|=)\s*)+",
+    re.IGNORECASE,
+)
+
+
+def _delimited(text: str, i: int) -> tuple[int, str] | None:
+    """text[i:] starts with a maths delimiter: (end index, content) of the span it opens, which may
+    run over line breaks (`$\\n9\\n$`): the answer a label introduces is the whole span."""
+    for a, b in _DELIM_PAIRS:
+        if text.startswith(a, i):
+            j = text.find(b, i + len(a))
+            if j < 0 or j - i > 400:
+                return None
+            return j + len(b), text[i + len(a) : j].strip()
+    return None
+
+
+@dataclass(frozen=True)
+class Statement:
+    start: int  # where the label starts
+    end: int  # end of the stated value
+    value: str  # the value, cleaned like `labelled_answer` cleans it
+
+
+def answer_statements(text: str | None) -> list[Statement]:
+    """Every explicit answer statement ("the final answer is X", "Answer: X", "Answer $X$"), in
+    order. A value that opens a maths span (`$`, `$$`, `\\(`, `\\[`) is the whole span, line breaks
+    included; otherwise it runs to the end of the line."""
+    if not text:
+        return []
+    out: list[Statement] = []
+    for m in list(_LABEL_RE.finditer(text)) + list(_BARE_LABEL_RE.finditer(text)):
+        i = m.start("ans") if "ans" in m.groupdict() else m.end()
+        k = i
+        while k < len(text) and text[k] in " \t*":
+            k += 1
+        span = _delimited(text, k)
+        if span is not None:
+            end, value = span
+            if m.re is _BARE_LABEL_RE and text[end:].split("\n", 1)[0].strip(" .") != "":
+                continue  # "the answer $x$ satisfies ...": prose, not a label
+        elif m.re is _BARE_LABEL_RE:
+            continue
+        else:
+            end = text.find("\n", i)
+            end = len(text) if end < 0 else end
+            value = _clean_inline(text[i:end])
+        inner = _LABEL_RE.search(value[:40])  # "Final Answer: The final answer is $5$"
+        if inner:
+            rest = value[inner.start("ans"):]
+            sub = _delimited(rest, 0)
+            value = sub[1] if sub and not rest[sub[0]:].strip(" .") else _clean_inline(rest)
+        value = _STATEMENT_FILLER_RE.sub("", value.strip()).strip()
+        if value:
+            out.append(Statement(m.start(), end, value))
+    out.sort(key=lambda s: s.start)
+    return out
+
+
+_EMPHASIS_RE = re.compile(r"\\(?:mathbf|textbf|boldsymbol|bm)\s*\{([^{}]*)\}")
+_PROSE_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
+_MATH_WORDS = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "sqrt", "arcsin", "arccos", "arctan",
+               "sinh", "cosh", "tanh", "max", "min", "gcd", "lcm", "mod", "det", "inf", "infty", "frac", "text", "and"}
+
+
+def statement_answer(value: str) -> str | None:
+    """The answer inside a statement's value: the value itself when it is maths (`4`, `\\frac{1}{2}`,
+    `x = 3`, `18{,}067`), the part after the last "is" / "=" when the value is a sentence ("The
+    volume of $V$ is 120" -> `120`); None when no clean answer can be cut out of it."""
+    v = value.strip()
+    for _ in range(2):
+        v = _EMPHASIS_RE.sub(r"\1", v)
+
+    def clean(x: str) -> str | None:
+        x = x.strip().rstrip(".").strip()
+        if len(x) >= 2 and x[0] == x[-1] == "$":
+            x = x[1:-1].strip()
+        if not x or len(x) > 120 or "$" in x:
+            return None
+        body = re.sub(r"\\(?:text|mathrm|mbox)\s*\{[^{}]*\}", " ", x)
+        words = [w for w in _PROSE_WORD_RE.findall(body) if w.lower() not in _MATH_WORDS]
+        return None if words else x
+
+    got = clean(v)
+    if got is not None:
+        return got
+    m = None
+    for m in re.finditer(r"(?:\bis\b|=)", v):
+        pass
+    return clean(v[m.end():]) if m is not None else None
+
+
+@dataclass(frozen=True)
+class FinalPick:
+    """The answer the math filter grades: `text` (what is compared with the gold), the span of the
+    completion it came from, which rule chose it (`source`) and why."""
+
+    text: str
+    start: int
+    end: int
+    source: str  # boxed | statement_after_box | statement | completion
+    why: str
+    boxes: tuple[str, ...] = ()
+    alternatives: int = 0  # other candidates the completion offered (earlier boxes, statements)
+
+
+def _first_number(s: str) -> Fraction | None:
+    n = numbers(ungroup_thousands(normalize_minus(s)))
+    return n[0].value if n else None
+
+
+def _same_statement(box: str, stmt: str) -> bool:
+    """Does a statement restate the box (the same text, or the same first number)?"""
+    a, b = normalize_math(box), normalize_math(stmt)
+    if a == b:
+        return True
+    x, y = _first_number(box), _first_number(stmt)
+    return x is not None and y is not None and x == y
+
+
+_NEGATED_RE = re.compile(r"^(?:not|n't|never|no longer)\b", re.IGNORECASE)
+
+
+def pick_final_answer(text: str | None, boxes: list[Boxed] | None = None, *, prefer_later_statement: bool = True) -> FinalPick | None:
+    """The final answer a careful grader reads: the last boxed answer (with the boxes just before
+    it that only connectors separate from it, given as `boxes`), unless a later explicit final
+    statement ("so the final answer is 4") states something else, which then wins; without a box,
+    the last answer statement; else None (the caller reads the whole completion)."""
+    if not text:
+        return None
+    found = find_boxed(text) if boxes is None else boxes
+    stmts = [s for s in answer_statements(text) if not _NEGATED_RE.match(s.value)]
+    if found:
+        last = found[-1]
+        joined = [b.content for b in found]
+        box_text = ", ".join(joined)
+        first = found[0]
+        later = [s for s in stmts if s.start >= last.end and statement_answer(s.value) is not None
+                 and (any(c.isdigit() for c in s.value) or "\\" in s.value)]
+        n_alt = len(find_boxed(text)) - len(found) + len(later)
+        if later and prefer_later_statement:
+            s = later[-1]
+            value = statement_answer(s.value) or s.value
+            if not _same_statement(box_text, value):
+                return FinalPick(value, s.start, s.end, "statement_after_box",
+                                 "an explicit final statement after the last boxed answer states another value", tuple(joined), n_alt)
+            return FinalPick(box_text, first.start, last.end, "boxed", "last boxed answer (restated by a later final statement)", tuple(joined), n_alt)
+        why = "last boxed answer" + (" (earlier boxes are intermediate results)" if n_alt else "")
+        return FinalPick(box_text, first.start, last.end, "boxed", why, tuple(joined), n_alt)
+    if stmts:
+        s = stmts[-1]
+        value = statement_answer(s.value)
+        if value is not None:
+            return FinalPick(value, s.start, s.end, "statement", "no boxed answer: the last explicit answer statement", (), len(stmts) - 1)
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# cheap exact comparison (before Math-Verify)
+
+_NORM_DROP_RE = re.compile(r"\\(?:left|right|displaystyle|!|,|;|:|quad|qquad)(?![A-Za-z])|\\ |~|\s+")
+
+
+def normalize_math(s: str | None) -> str:
+    """A strict normal form for comparing two answers as written: `$`/delimiters, spacing
+    commands, `\\left`/`\\right`, `\\dfrac`/`\\tfrac`, Unicode minus, space-grouped thousands and a
+    final full stop removed. Two answers with the same normal form are the same answer."""
+    if s is None:
+        return ""
+    t = normalize_minus(str(s)).strip()
+    t = ungroup_thousands(t)
+    if len(t) >= 2 and t[0] == t[-1] == "$":
+        t = t.strip("$")
+    for a, b in (("\\(", "\\)"), ("\\[", "\\]")):
+        if t.startswith(a) and t.endswith(b):
+            t = t[2:-2]
+    t = t.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
+    t = re.sub(r",\s+", ",\x01", t)  # `32, 349` is a list, `32,349` a number: keep them apart
+    t = _NORM_DROP_RE.sub("", t)
+    return t.rstrip(".")
+
+
+_SIMPLE_VALUE_RE = re.compile(
+    r"(?P<neg>-)?(?:(?P<int>\d+)|(?P<dec>\d*\.\d+)|\\frac\{(?P<fa>\d+)\}\{(?P<fb>\d+)\}|\\frac(?P<sa>\d)(?P<sb>\d)|(?P<sla>\d+)/(?P<slb>\d+))"
+)
+
+
+def simple_value(s: str | None) -> tuple[Fraction, bool] | None:
+    """(exact value, written as a decimal) of an integer, decimal or simple fraction written plainly
+    (`-12`, `0.5`, `\\frac{3}{4}`, `\\frac34`, `3/4`, `1,234`); None for anything else."""
+    t = normalize_math(s)
+    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", t):
+        t = t.replace(",", "")
+    m = _SIMPLE_VALUE_RE.fullmatch(t)
+    if not m or len(t) > 60:
+        return None
+    g = m.groupdict()
+    if g["int"] is not None:
+        v, dec = Fraction(int(g["int"])), False
+    elif g["dec"] is not None:
+        v, dec = Fraction(g["dec"]), True
+    else:
+        a, b = (g["fa"], g["fb"]) if g["fa"] is not None else (g["sa"], g["sb"]) if g["sa"] is not None else (g["sla"], g["slb"])
+        if int(b) == 0:
+            return None
+        v, dec = Fraction(int(a), int(b)), False
+    return (-v if g["neg"] else v), dec
+
+
+_PERCENT_RE = re.compile(r"(.*?)\s*(?:\\%|%|\\text\{\s*\\?%\s*\}|\s+percent)\s*")
+
+
+def percent_value(s: str | None) -> Fraction | None:
+    """The number of a plain percentage (`50\\%`, `12.5 %`, `75 percent`), else None."""
+    if not s:
+        return None
+    m = _PERCENT_RE.fullmatch(normalize_minus(str(s)).strip().strip("$").strip())
+    if not m:
+        return None
+    v = simple_value(m.group(1))
+    return v[0] if v else None
