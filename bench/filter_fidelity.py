@@ -214,6 +214,15 @@ CLEAN_EN = [
     "So the answer seems to be 42, and I should verify it once more before writing it down.",
     "The naïve approach counts each pair twice, so we divide by two; the raison d'être of the factor is symmetry.",
     "Note that the matrix is positive definite, i.e. all its eigenvalues are positive, e.g. by Sylvester's criterion.",
+    # English words that are foreign function words elsewhere (also, die, was, man, son, fin, once).
+    "Also, the die was rolled once more, so a man with one son gets a fin of probability mass at the end.",
+    "We pour the water into the pan, come back, and the con of this approach is the sale of speed for memory.",
+    "The von Neumann algebra and van der Waerden's theorem, the del Pezzo surface and Le Gendre's notation.",
+    "Hilbert's Nullstellensatz gives the Ansatz; as a Gedankenexperiment, the Zeitgeist of Schrödinger's cat.",
+    "This holds a fortiori, ceteris paribus, and ad infinitum; by modus ponens, q.e.d. as Euclid would write.",
+    "Vis-à-vis the earlier bound, the déjà vu is real: the naïve estimate is off by a factor of two per se.",
+    "In code, `pero = 0` and `donc_total += x` are just variable names, and so is the key 'alors' in the dict.",
+    "The French call it the “théorème des valeurs intermédiaires”, the Germans “der Zwischenwertsatz”.",
 ]
 LATEX_EN = [
     r"Let $f(x) = x^2 - 5x + 6$. Then $f(x) = (x-2)(x-3)$, so the roots are $x = 2$ and $x = 3$.",
@@ -247,6 +256,11 @@ FOREIGN = {
         "zh": ["好的，继续。", "对吗？"], "ru": ["Да, верно.", "Хорошо."],
         "fr": ["C'est bon.", "Très bien.", "Voyons voir."], "de": ["Das ist gut.", "Alles klar.", "Genau so."],
         "es": ["Muy bien.", "Está bien.", "Vale, sigamos."],
+    },
+    "mid_sentence": {  # 20-30 letters, none of langid.FOREIGN_MARKERS: the sentence detector's job
+        "zh": ["这一步的计算其实没有问题。"], "ru": ["Сумма остаётся той же самой."],
+        "fr": ["La somme reste la même partout."], "de": ["Die Summe bleibt überall gleich."],
+        "es": ["La suma queda igual en todos los casos."],
     },
     "sentence": {
         "zh": ["我们需要再检查一下这个计算是否正确。"], "ru": ["Теперь нужно проверить, что это значение подходит."],
