@@ -560,7 +560,8 @@ def _same_statement(box: str, stmt: str) -> bool:
 _NEGATED_RE = re.compile(r"^(?:not|n't|never|no longer)\b", re.IGNORECASE)
 
 
-def pick_final_answer(text: str | None, boxes: list[Boxed] | None = None, *, prefer_later_statement: bool = True) -> FinalPick | None:
+def pick_final_answer(text: str | None, boxes: list[Boxed] | None = None, *, prefer_later_statement: bool = True,
+                      all_boxes: list[Boxed] | None = None) -> FinalPick | None:
     """The final answer a careful grader reads: the last boxed answer (with the boxes just before
     it that only connectors separate from it, given as `boxes`), unless a later explicit final
     statement ("so the final answer is 4") states something else, which then wins; without a box,
@@ -568,15 +569,19 @@ def pick_final_answer(text: str | None, boxes: list[Boxed] | None = None, *, pre
     if not text:
         return None
     found = find_boxed(text) if boxes is None else boxes
-    stmts = [s for s in answer_statements(text) if not _NEGATED_RE.match(s.value)]
     if found:
         last = found[-1]
         joined = [b.content for b in found]
         box_text = ", ".join(joined)
         first = found[0]
-        later = [s for s in stmts if s.start >= last.end and statement_answer(s.value) is not None
-                 and (any(c.isdigit() for c in s.value) or "\\" in s.value)]
-        n_alt = len(find_boxed(text)) - len(found) + len(later)
+        tail = text[last.end :]
+        # Only statements after the last box matter here; most completions end with the box.
+        later = []
+        if "answer" in tail.lower():
+            later = [Statement(s.start + last.end, s.end + last.end, s.value) for s in answer_statements(tail)
+                     if not _NEGATED_RE.match(s.value) and statement_answer(s.value) is not None
+                     and (any(c.isdigit() for c in s.value) or "\\" in s.value)]
+        n_alt = len(all_boxes if all_boxes is not None else find_boxed(text)) - len(found) + len(later)
         if later and prefer_later_statement:
             s = later[-1]
             value = statement_answer(s.value) or s.value
@@ -586,6 +591,7 @@ def pick_final_answer(text: str | None, boxes: list[Boxed] | None = None, *, pre
             return FinalPick(box_text, first.start, last.end, "boxed", "last boxed answer (restated by a later final statement)", tuple(joined), n_alt)
         why = "last boxed answer" + (" (earlier boxes are intermediate results)" if n_alt else "")
         return FinalPick(box_text, first.start, last.end, "boxed", why, tuple(joined), n_alt)
+    stmts = [s for s in answer_statements(text) if not _NEGATED_RE.match(s.value)]
     if stmts:
         s = stmts[-1]
         value = statement_answer(s.value)
