@@ -93,7 +93,7 @@ def prepare_text(text: str, *, latex: bool) -> str:
     return t
 
 
-_THOUSANDS_RE = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_THOUSANDS_RE = re.compile(r"[-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")  # `0,111` is a decimal comma
 _SIMPLE_NUMBER_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)\s*(?:%|\\%)?")
 
 

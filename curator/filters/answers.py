@@ -137,13 +137,9 @@ def labelled_answer(text: str | None) -> str | None:
     without markdown, `$` wrappers and a trailing full stop."""
     if not text:
         return None
-    last = None
-    for m in _LABEL_RE.finditer(text):
-        last = m
-    if last is None:
-        return None
-    ans = _clean_inline(last.group("ans"))
-    return ans or None
+    # answer_statements: also "Answer $\n9\n$" (a maths span over lines) and "Answer $9$".
+    stmts = answer_statements(text)
+    return stmts[-1].value if stmts else None
 
 
 def _clean_inline(s: str) -> str:
@@ -435,7 +431,12 @@ def decimal_comma_value(text: str | None) -> str | None:
 
 _DELIM_PAIRS = (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$"))
 # "Answer $9$" / "Answer \( 9 \)" with no colon or "is": a label only when the maths closes the line.
-_BARE_LABEL_RE = re.compile(r"(?<![A-Za-z])(?:final\s+)?answer[ \t]+(?=\$|\\\(|\\\[)", re.IGNORECASE)
+_BARE_LABEL_RE = re.compile(r"(?<![A-Za-z])(?:final\s+)?answer(?:\*\*)?[ \t]+(?=\$|\\\(|\\\[)", re.IGNORECASE)
+# "Final answer:" / "The answer is" closing a line, the maths on the next lines.
+_NEWLINE_LABEL_RE = re.compile(
+    r"(?<![A-Za-z])(?:(?:final|correct)\s+)?answer(?:\*\*)?(?:\s+(?:is|would\s+be|will\s+be))?[ \t]*[:：]?(?:\*\*)?[ \t]*\n\s*(?=\$|\\\(|\\\[)",
+    re.IGNORECASE,
+)
 _STATEMENT_FILLER_RE = re.compile(
     r"^(?:(?:actually|now|then|simply|just|therefore|thus|indeed|exactly|still|really|clearly|equal\s+to|given\s+by|:|=)\s*)+",
     re.IGNORECASE,
@@ -468,18 +469,20 @@ def answer_statements(text: str | None) -> list[Statement]:
     if not text:
         return []
     out: list[Statement] = []
-    for m in list(_LABEL_RE.finditer(text)) + list(_BARE_LABEL_RE.finditer(text)):
+    for m in list(_LABEL_RE.finditer(text)) + list(_BARE_LABEL_RE.finditer(text)) + list(_NEWLINE_LABEL_RE.finditer(text)):
         i = m.start("ans") if "ans" in m.groupdict() else m.end()
         k = i
         while k < len(text) and text[k] in " \t*":
             k += 1
         span = _delimited(text, k)
         if span is not None:
+            closes_line = _clean_inline(text[span[0]:].split("\n", 1)[0]) == ""
+            if not closes_line and "\n" not in text[k : span[0]]:
+                span = None  # "Answer: $x$ apples, since ...": the whole line, as before
+        if span is not None:
             end, value = span
-            if m.re is _BARE_LABEL_RE and text[end:].split("\n", 1)[0].strip(" .") != "":
-                continue  # "the answer $x$ satisfies ...": prose, not a label
-        elif m.re is _BARE_LABEL_RE:
-            continue
+        elif m.re is not _LABEL_RE:
+            continue  # "the answer $x$ satisfies ...": prose, not a label
         else:
             end = text.find("\n", i)
             end = len(text) if end < 0 else end
@@ -506,7 +509,7 @@ def statement_answer(value: str) -> str | None:
     """The answer inside a statement's value: the value itself when it is maths (`4`, `\\frac{1}{2}`,
     `x = 3`, `18{,}067`), the part after the last "is" / "=" when the value is a sentence ("The
     volume of $V$ is 120" -> `120`); None when no clean answer can be cut out of it."""
-    v = value.strip()
+    v = value.strip().replace("{,}", ",")
     for _ in range(2):
         v = _EMPHASIS_RE.sub(r"\1", v)
 
@@ -621,6 +624,7 @@ def normalize_math(s: str | None) -> str:
             t = t[2:-2]
     t = t.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
     t = re.sub(r",\s+", ",\x01", t)  # `32, 349` is a list, `32,349` a number: keep them apart
+    t = re.sub(r"(?<=\d)\s+(?=\d)", "\x01", t)  # and `2 3` is not `23`
     t = _NORM_DROP_RE.sub("", t)
     return t.rstrip(".")
 
@@ -634,7 +638,7 @@ def simple_value(s: str | None) -> tuple[Fraction, bool] | None:
     """(exact value, written as a decimal) of an integer, decimal or simple fraction written plainly
     (`-12`, `0.5`, `\\frac{3}{4}`, `\\frac34`, `3/4`, `1,234`); None for anything else."""
     t = normalize_math(s)
-    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", t):
+    if re.fullmatch(r"-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?", t):
         t = t.replace(",", "")
     m = _SIMPLE_VALUE_RE.fullmatch(t)
     if not m or len(t) > 60:

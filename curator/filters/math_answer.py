@@ -100,13 +100,16 @@ def pred_task(completion: str, latex: bool = True) -> str:
     return ", ".join("$\\boxed{" + b + "}$" for b in boxes)
 
 
-_COMMA_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_COMMA_THOUSANDS = re.compile(r"-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")
+
+
+_FINAL_STOP = re.compile(r"(?<=\d)\.(?=\s*$)")
 
 
 def graded_text(text: str) -> str:
     """A graded answer as Math-Verify should read it: Unicode minus as `-`, thousands separated by
     spaces or commas joined (`1\\,000`, `10,455` -> `10455`; a list `2, 3` stays a list)."""
-    t = ungroup_thousands(normalize_minus(text.strip()))
+    t = ungroup_thousands(normalize_minus(text.strip())).replace("{,}", ",")
     core = t.strip("$").strip()
     if _COMMA_THOUSANDS.fullmatch(core):
         return core.replace(",", "")
@@ -163,10 +166,12 @@ def cheap_compare(gold: str, pred: str, *, percent: str = "either", plus_minus: 
         if Fraction(gd) == other:
             return True, "decimal_comma"
         return None
-    if pd is not None and gv is not None and not gv[1]:
+    if pd is not None and gv is not None:
         from fractions import Fraction
 
-        return Fraction(pd) == gv[0], "decimal_comma"
+        if Fraction(pd) == gv[0]:
+            return True, "decimal_comma"
+        return None  # `1,22` may also be the pair (1, 22): Math-Verify decides
     if ng.startswith("\\pm") and plus_minus == "either":
         x = ng[3:]
         if np_ in (x, "-" + x, "+" + x):
@@ -328,7 +333,8 @@ class MathAnswer(Filter):
                         details[i]["graded"] = graded[i]
                     continue
             if pick is None:
-                mv_pred = ungroup_thousands(normalize_minus(pred), plain_spaces=False)
+                # A sentence's full stop after the last number is not a decimal point ("is −5/12.").
+                mv_pred = _FINAL_STOP.sub("", ungroup_thousands(normalize_minus(pred), plain_spaces=False))
             else:
                 mv_pred = pick_task(pick, "latex" in p.extraction)
             alts = gold_alternatives(gtext, bare, p.plus_minus)
