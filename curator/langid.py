@@ -460,7 +460,7 @@ FOREIGN_MARKERS: dict[str, tuple[str, ...]] = {
            "nous avons", "parce que", "peut-être", "bien sûr", "très", "maintenant", "ensuite", "voyons", "vérifions",
            "attendez", "attends", f"d{_APOS}abord", "oui", "mais", "aussi", "cependant", "puisque", "nous", "vous", "avec",
            "sont", "cette", "je vois", "je pense", "il y a", f"n{_APOS}est", f"qu{_APOS}il", "pourquoi", "ainsi", "voici"),
-    "de": ("nämlich", "eigentlich", "genau", "doch", "das heißt", r"d\.\s?h\.", "zum beispiel", r"z\.\s?b\.", "deshalb",
+    "de": ("nämlich", "eigentlich", "genau", "doch", "das heißt", "zum beispiel", "deshalb",
            "deswegen", "außerdem", "jetzt", "aber", "oder", "nicht", "ich", "wir", "ist", "sind", "sondern", "weil",
            "dass", "daß", "also gut", "na ja", "naja", "alles klar", "schon", "noch", "moment mal", "stimmt", "prüfen",
            "müssen", "können", "haben", "wird", "werden", "lösung", "gleichung", "richtig", "nochmal"),
@@ -468,7 +468,7 @@ FOREIGN_MARKERS: dict[str, tuple[str, ...]] = {
            "pero", "ahora", "luego", "también", "tenemos", "vamos", "creo que", "es que", "claro", "espera",
            "muy", "está", "están", "así", "podemos", "necesitamos", "vale", "sigamos", "verdad", "hay que"),
     "it": ("quindi", "allora", "cioè", "perché", "infatti", "dunque", "però", "abbiamo", "dobbiamo", "vediamo"),
-    "pt": ("então", "portanto", "ou seja", "isto é", "também", "precisamos", "vamos ver", "não"),
+    "pt": ("então", "portanto", "ou seja", "isto é", "também", "precisamos", "vejamos", "não"),
 }
 _QUOTED = r"“[^”\n]*”|\"[^\"\n]*\"|«[^»\n]*»|„[^“”\n]*[“”]|(?<![*\w])\*[^*\n]+\*(?![*\w])|(?<![_\w])_[^_\n]+_(?![_\w])"
 _QUOTED_PY = re.compile(_QUOTED)
@@ -529,7 +529,9 @@ def find_markers(text: str, target: str, min_sentence_letters: int = 0) -> list[
     found: list[tuple[int, str, str]] = []
     for sm in _SENTENCE_PY.finditer(t):
         sent = sm.group(0)
-        hits = [(sm.start() + m.start(1), m.group(1), lang) for lang, rx in _MARKER_LANG_PY[target] for m in rx.finditer(sent)]
+        # A capitalised marker inside a sentence is a name or an identifier ("the constant Ist").
+        hits = [(sm.start() + m.start(1), m.group(1), lang) for lang, rx in _MARKER_LANG_PY[target] for m in rx.finditer(sent)
+                if not (m.group(1)[:1].isupper() and sent[: m.start(1)].strip(" \t\"'(“«*"))]
         if not hits:
             continue
         letters = sum(c.isalpha() for c in sent)
