@@ -19,6 +19,8 @@ of stored answers) on three sets, and reads the verdict of the step under test:
     minus, boxed intermediate results and later final statements, power towers, decimal commas,
     `Answer $\\n9\\n$`, and the ambiguous cases whose rule is documented in docs/CONTRACTS.md), a right
     and a wrong variant each.
+(d) `langid`: the labelled sentences of `tests/data/langid_eval.jsonl` (written before this bench),
+    each as a whole CoT: English must pass, every other language must be rejected.
 (c) `lang`: a language-mixing set: clean English (names, Latin phrases, notation, code), English with
     LaTeX, indented code with foreign comments, and foreign insertions of every length (one word, a
     phrase, a short sentence, a sentence, a paragraph) in Chinese, Russian, French, German, Spanish.
@@ -387,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cases", type=Path, default=DEFAULT_CASES, help="Math-Verify's cases (JSONL)")
     ap.add_argument("--chain", type=Path, default=ROOT / "filters" / "r1-math.yaml")
-    ap.add_argument("--sets", default="mv,adv,lang")
+    ap.add_argument("--sets", default="mv,adv,lang,langid")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--show-errors", action="store_true")
     a = ap.parse_args(argv)
@@ -430,6 +432,18 @@ def main(argv: list[str] | None = None) -> int:
             print_table("(b) adversarial completions, math step, default params", score(items, v, "math"), dt)
             if a.show_errors:
                 show_errors(items, v, "completion")
+        if "langid" in sets:
+            # An independent labelled set (tests/data/langid_eval.jsonl, not written for this bench):
+            # each text alone as a CoT; English must pass, every other language must be caught.
+            rows = [json.loads(x) for x in (ROOT / "tests" / "data" / "langid_eval.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+            items = [{"cls": f"{r['lang']}_{r['tag']}" if r["lang"] == "en" else f"{r['lang']}_{'short' if r['tag'] == 'short' else 'other'}",
+                      "cot": r["text"], "want": r["lang"] == "en"} for r in rows]
+            recs = [record(f"lid{i:05d}", gold="4", completion=COMPLETION_EN, cot=it["cot"]) for i, it in enumerate(items)]
+            v, dt = judge(chain, recs, "language")
+            print_table("(d) tests/data/langid_eval.jsonl, each text as a whole CoT, language step (FP = English rejected)",
+                        score(items, v, "language"), dt)
+            if a.show_errors:
+                show_errors(items, v, "cot")
         if "lang" in sets:
             items = lang_items()
             recs = [record(f"lang{i:05d}", gold="4", completion=COMPLETION_EN, cot=it["cot"]) for i, it in enumerate(items)]
