@@ -393,7 +393,7 @@ def normalize_minus(text: str) -> str:
 # Unicode thin, narrow no-break and no-break spaces. A group is exactly three digits, so lists
 # (`1, 2, 3`), decimals and `2 3` are left alone.
 _SPACE_SEP = r"(?:\{\\[,:;]\}|\\[,:;]|\\ |~|[\u2009\u202f\u00a0\u2007])"
-_SPACE_GROUPED_RE = re.compile(rf"(?<![\d.,]){{1}}(\d{{1,3}})((?:{_SPACE_SEP}\d{{3}})+)(?![\d])")
+_SPACE_GROUPED_RE = re.compile(rf"(?<![\d.,])(\d{{1,3}})((?:{_SPACE_SEP}\d{{3}})+)(?![\d])")
 _PLAIN_SPACE_GROUPED_RE = re.compile(r"(?<![\d.,])(\d{1,3})((?: \d{3})+)(?![\d]|\.\d| \d)")
 
 
