@@ -3,8 +3,11 @@
 Gold: GSM8K `#### 72`, a MATH solution with `\\boxed{}`, or a plain value (`\\frac{1}{2}`, `72`,
 `y=2x+3`; read as LaTeX without `$`). Prediction: the sample's `completion` (the answer after the
 chain of thought): its last `\\boxed{}` (with the boxes just before it when only "and" / commas
-separate them) if it has one, else the whole completion, where Math-Verify looks for "final answer
-is" / "Answer:" patterns, then the last LaTeX / number. With `cot_fallback: true`, a sample with no
+separate them), unless a later explicit final statement states another value; without a box, its
+last answer statement; else the whole completion, where Math-Verify looks for "final answer is" /
+"Answer:" patterns, then the last LaTeX / number (`answers.pick_final_answer`; `details.graded`
+says which span and why). Cheap exact checks (`cheap_compare`) settle integers, answers identical
+as written and the documented percent / decimal-comma / plus-minus rules before Math-Verify. With `cot_fallback: true`, a sample with no
 answer in its completion is judged on the last `cot_tail_chars` of its CoT instead.
 
 Checks run in worker processes (`_mathverify_worker.VerifyPool`), never threads: Math-Verify's
@@ -27,7 +30,6 @@ from curator.filters.answers import (
     decimal_comma_value,
     find_boxed,
     gsm8k_gold,
-    last_boxed,
     normalize_math,
     normalize_minus,
     percent_value,
