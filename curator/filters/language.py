@@ -20,8 +20,17 @@ non-Latin target, no letter of the target's script at all), else `mixed_language
 script ratio or the number of foreign sentences exceeds its limit. Details name the field, the
 scripts with ratios and the first offending sentences with their detected language.
 
-Code (fenced blocks, inline code) is not prose and is left out by default, so Chinese comments in
-a code block do not reject an English trace; `check_code: true` judges it too.
+Code (fenced blocks, inline code, indented code lines) is not prose and is left out by default,
+so Chinese comments in a code block do not reject an English trace; `check_code: true` judges it too.
+
+3. Foreign words (Latin-script targets with a function-word list, with a detector): discourse
+   markers of another language (`langid.FOREIGN_MARKERS`: "donc", "en fait", "nämlich", "o sea")
+   in a sentence too short for the detector or otherwise in the target language; quoted terms and
+   names do not count. More than `max_foreign_words` gives `mixed_language` (`foreign_words: false`
+   turns it off).
+
+The expected language is `target` for every row, or per row: `target: prompt` (the language of the
+row's prompt) or `target_column: COLUMN`.
 """
 
 from __future__ import annotations
