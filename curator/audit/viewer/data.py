@@ -1,0 +1,501 @@
+"""The viewer's data: a snapshot of an output directory, queried read-only with DuckDB.
+
+A snapshot copies the narrow columns of every stored sample (no trace text) plus its verdicts into
+a private DuckDB file in a temp folder, so a page over a million samples is a query over a small
+local table; the text of one sample is read from its own Parquet row group when it is opened.
+The output's catalog.duckdb is never opened (a running `curator run` may hold its lock); like
+`status`/`report`, the snapshot reads the Parquet files, and the journal is only counted."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+
+from curator.records import SAMPLE_SCHEMA
+from curator.report import chain_info
+from curator.store import catalog
+from curator.store.shards import readable_parquet
+
+PAGE_MAX = 200
+# Text columns read when a sample is opened (never kept in the snapshot).
+TEXT_COLUMNS = ["key", "problem", "gold", "cot", "completion", "raw_content", "messages_json", "row_json", "params_json",
+                "request_id", "endpoint"]
+SEARCH_FIELDS = ("problem", "cot", "completion")
+# Sort keys the table offers: URL name -> SQL column (a whitelist: nothing from a request reaches the SQL text).
+SORTS = {
+    "seq": "seq",
+    "cot_chars": "cot_chars",
+    "completion_chars": "completion_chars",
+    "completion_tokens": "completion_tokens",
+    "reasoning_tokens": "reasoning_tokens",
+    "cost": "cost_usd",
+    "latency": "latency_s",
+    "attempts": "attempts",
+}
+LENGTH_COLUMNS = {"cot_chars", "completion_chars", "completion_tokens", "reasoning_tokens"}
+
+
+class ViewerError(Exception):
+    """An expected failure the CLI prints as one line."""
+
+
+def check_output_dir(out_dir: Path) -> None:
+    if not out_dir.is_dir():
+        raise ViewerError(f"{out_dir}: no such output directory")
+    if not (out_dir / "shards").exists() and not (out_dir / "journal").exists():
+        raise ViewerError(f"{out_dir}: not a curator output directory (no shards/ or journal/)")
+
+
+def _journal_rows(out_dir: Path) -> int:
+    d = out_dir / "journal"
+    return sum(p.read_bytes().count(b"\n") for p in d.glob("*.jsonl")) if d.exists() else 0
+
+
+def _manifest_name(out_dir: Path) -> tuple[str | None, str | None]:
+    p = out_dir / "manifest.resolved.yaml"
+    if not p.exists():
+        return None, None
+    import yaml
+
+    try:
+        m = yaml.safe_load(p.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None, None
+    return m.get("name"), (m.get("teacher") or {}).get("model")
+
+
+def _files_sql(paths: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+def _like(term: str) -> str:
+    return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _rows(cur: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[dict[str, Any]]:
+    cur.execute(sql, params or [])
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+@dataclass
+class Query:
+    """The table's filters, parsed from a request (every value is bound as a parameter)."""
+
+    status: str = ""  # "" | accepted | rejected | pending
+    reason: str = ""  # "<filter>:<reason>" as in samples.reject_reason
+    step: str = ""  # the filter that rejected first
+    prompt_id: str = ""
+    source: str = ""
+    model: str = ""
+    length_col: str = "cot_chars"
+    min_len: float | None = None
+    max_len: float | None = None
+    usage_estimated: str = ""  # "" | yes | no
+    q: str = ""  # text searched in problem / CoT / completion
+    fields: tuple[str, ...] = SEARCH_FIELDS
+    sort: str = "seq"
+    desc: bool = False
+    offset: int = 0
+    limit: int = 50
+
+    @classmethod
+    def from_params(cls, p: dict[str, str]) -> Query:
+        def num(name: str) -> float | None:
+            v = (p.get(name) or "").strip()
+            if not v:
+                return None
+            try:
+                return float(v)
+            except ValueError:
+                raise ViewerError(f"{name}: not a number: {v[:40]!r}") from None
+
+        def integer(name: str, default: int) -> int:
+            v = num(name)
+            return default if v is None else int(v)
+
+        fields = tuple(f for f in (p.get("fields") or ",".join(SEARCH_FIELDS)).split(",") if f in SEARCH_FIELDS) or SEARCH_FIELDS
+        length_col = p.get("length_col") or "cot_chars"
+        if length_col not in LENGTH_COLUMNS:
+            raise ViewerError(f"length_col: one of {', '.join(sorted(LENGTH_COLUMNS))}")
+        sort = p.get("sort") or "seq"
+        if sort not in SORTS:
+            raise ViewerError(f"sort: one of {', '.join(SORTS)}")
+        return cls(
+            status=p.get("status", ""), reason=p.get("reason", ""), step=p.get("step", ""), prompt_id=p.get("prompt_id", ""),
+            source=p.get("source", ""), model=p.get("model", ""), length_col=length_col, min_len=num("min_len"),
+            max_len=num("max_len"), usage_estimated=p.get("usage_estimated", ""), q=(p.get("q") or "").strip(), fields=fields,
+            sort=sort, desc=p.get("desc") in ("1", "true"), offset=max(0, integer("offset", 0)),
+            limit=min(PAGE_MAX, max(1, integer("limit", 50))),
+        )
+
+    def where(self) -> tuple[str, list[Any]]:
+        conds, params = ["true"], []
+        if self.status == "accepted":
+            conds.append("accepted")
+        elif self.status == "rejected":
+            conds.append("accepted = false")
+        elif self.status == "pending":
+            conds.append("accepted IS NULL")
+        for col, val in (("reject_reason", self.reason), ("reject_step", self.step), ("prompt_id", self.prompt_id),
+                         ("source", self.source), ("model", self.model)):
+            if val:
+                conds.append(f"{col} = ?")
+                params.append(val)
+        if self.min_len is not None:
+            conds.append(f"{self.length_col} >= ?")
+            params.append(self.min_len)
+        if self.max_len is not None:
+            conds.append(f"{self.length_col} <= ?")
+            params.append(self.max_len)
+        if self.usage_estimated in ("yes", "no"):
+            conds.append("usage_estimated" if self.usage_estimated == "yes" else "usage_estimated IS NOT TRUE")
+        return " AND ".join(conds), params
+
+
+LIST_COLUMNS = ("key, prompt_id, sample_index, source, model, finish_reason, accepted, reject_reason, cot_chars, completion_chars,"
+                " completion_tokens, reasoning_tokens, cost_usd, latency_s, attempts, usage_estimated, problem_head, seq")
+
+
+@dataclass
+class Snapshot:
+    """The output directory as of `as_of`: a private DuckDB file with tables `idx` (one narrow row
+    per stored sample, with where its text lives) and `ver` (its verdicts), ordered for lookups."""
+
+    out_dir: Path
+    con: duckdb.DuckDBPyConnection
+    tmp: Path
+    as_of: float
+    build_s: float
+    meta: dict[str, Any] = field(default_factory=dict)
+    shard_files: list[str] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, out_dir: Path, memory_limit: str = "512MB") -> Snapshot:
+        t0 = time.time()
+        tmp = Path(tempfile.mkdtemp(prefix="curator-view-"))
+        con = duckdb.connect(str(tmp / "snapshot.duckdb"))
+        try:
+            # A bounded buffer pool that spills to the temp folder: the server stays small at 1M rows.
+            con.execute(f"SET memory_limit = '{memory_limit}'")
+            con.execute(f"SET temp_directory = '{tmp / 'spill'}'")
+            con.execute("SET preserve_insertion_order = true")
+            snap = cls(out_dir=out_dir, con=con, tmp=tmp, as_of=t0, build_s=0.0)
+            snap._load()
+            snap.build_s = time.time() - t0
+            return snap
+        except BaseException:
+            con.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def close(self) -> None:
+        try:
+            self.con.close()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _load(self) -> None:
+        con, out = self.con, self.out_dir.resolve()
+        # The catalog's own views (same dedup, same accepted / reject_reason rules as `samples`),
+        # built in this private file instead of OUT/catalog.duckdb.
+        catalog.refresh_views(con, out)
+        shards = readable_parquet(out / "shards")
+        self.shard_files = [str(p) for p in shards]
+        if shards:
+            loc = (f"SELECT key, filename, file_row_number AS row_number FROM read_parquet({_files_sql(shards)}, filename=true,"
+                   f" file_row_number=true, union_by_name=true) QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq) = 1")
+        else:
+            loc = "SELECT NULL::VARCHAR AS key, NULL::VARCHAR AS filename, NULL::BIGINT AS row_number WHERE false"
+        con.execute(
+            f"""
+            CREATE TABLE idx AS
+            SELECT s.key, s.prompt_id, s.sample_index, s.source, s.model, s.finish_reason, s.cot_source,
+                   s.prompt_tokens, s.completion_tokens, s.reasoning_tokens, s.cached_tokens, s.cost_usd, s.latency_s,
+                   s.attempts, s.usage_estimated, s.seq, s.created_at, s.accepted, s.reject_reason,
+                   split_part(s.reject_reason, ':', 1) AS reject_step,
+                   length(coalesce(s.cot, '')) AS cot_chars, length(coalesce(s.completion, '')) AS completion_chars,
+                   left(s.problem, 160) AS problem_head, l.filename, l.row_number
+            FROM samples s JOIN ({loc}) l USING (key)
+            ORDER BY s.seq
+            """
+        )
+        # Sorted by key: a sample's verdicts are found through the zone maps without a scan.
+        con.execute("CREATE TABLE ver AS SELECT v.* FROM verdicts v SEMI JOIN idx USING (key) ORDER BY key, step")
+        con.execute(
+            """
+            CREATE TABLE dups AS
+            SELECT key, json_extract_string(details, '$.duplicate_of') AS rep,
+                   coalesce(json_extract_string(details, '$.cluster'), json_extract_string(details, '$.duplicate_of')) AS cluster
+            FROM ver WHERE filter = 'near_dup' AND NOT passed AND json_extract_string(details, '$.duplicate_of') IS NOT NULL
+            ORDER BY rep
+            """
+        )
+        name, model = _manifest_name(out)
+        counts = _rows(con, "SELECT count(*) AS sampled, count(DISTINCT prompt_id) AS prompts, count(*) FILTER (WHERE accepted) AS accepted,"
+                            " count(*) FILTER (WHERE accepted = false) AS rejected, count(*) FILTER (WHERE accepted IS NULL) AS pending FROM idx")[0]
+
+        def facet(col: str) -> list[dict[str, Any]]:
+            return _rows(con, f"SELECT {col} AS value, count(*) AS count FROM idx WHERE {col} IS NOT NULL AND {col} <> '' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 200")
+
+        self.meta = {
+            "out_dir": str(out), "name": name, "model": model, "as_of": self.as_of,
+            "journal_rows_not_in_shards": _journal_rows(out), "chain": chain_info(out), **counts,
+            "facets": {"reason": facet("reject_reason"), "step": facet("reject_step"), "source": facet("source"),
+                       "model": facet("model")},
+            "clusters": _rows(con, "SELECT count(DISTINCT rep) AS n FROM dups")[0]["n"],
+            "sorts": list(SORTS), "length_columns": sorted(LENGTH_COLUMNS),
+        }
+
+    # ----------------------------------------------------------------------------------------
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        return self.con.cursor()  # one per request thread: cursors of one database are thread-safe
+
+    def samples(self, q: Query) -> dict[str, Any]:
+        cur = self.cursor()
+        try:
+            where, params = q.where()
+            order = f"{SORTS[q.sort]} {'DESC' if q.desc else 'ASC'} NULLS LAST, seq"
+            if not q.q:
+                total = cur.execute(f"SELECT count(*) FROM idx WHERE {where}", params).fetchall()[0][0]
+                rows = _rows(cur, f"SELECT {LIST_COLUMNS} FROM idx WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                             [*params, q.limit, q.offset])
+                return {"rows": rows, "total": total, "total_exact": True, "offset": q.offset, "limit": q.limit}
+            return self._search(cur, q, where, params, order)
+        finally:
+            cur.close()
+
+    def _search(self, cur, q: Query, where: str, params: list[Any], order: str) -> dict[str, Any]:
+        """Text search scans the trace text in storage order and stops once it has the matches
+        this page needs (plus one, to know there is a next page): a common word answers at once,
+        a rare one reads every shard. Results come in storage order; the sort then applies to
+        the page."""
+        if not self.shard_files:
+            return {"rows": [], "total": 0, "total_exact": True, "offset": q.offset, "limit": q.limit}
+        want = q.offset + q.limit + 1
+        pat = _like(q.q)
+        text = " OR ".join(f"{f} ILIKE ? ESCAPE '\\'" for f in q.fields)
+        narrowed = where != "true"
+        cur.execute(
+            f"""
+            SELECT key FROM read_parquet({_files_sql([Path(p) for p in self.shard_files])}, union_by_name=true)
+            WHERE ({text}) {'AND key IN (SELECT key FROM idx WHERE ' + where + ')' if narrowed else ''}
+            LIMIT ?
+            """,
+            [*([pat] * len(q.fields)), *(params if narrowed else []), want],
+        )
+        keys = list(dict.fromkeys(k for (k,) in cur.fetchall()))
+        more = len(keys) > q.offset + q.limit
+        page = keys[q.offset:q.offset + q.limit]
+        rows = _rows(cur, f"SELECT {LIST_COLUMNS} FROM idx WHERE list_contains(?, key) ORDER BY {order}", [page]) if page else []
+        total = len(keys) if not more else q.offset + q.limit + 1
+        return {"rows": rows, "total": total, "total_exact": not more, "offset": q.offset, "limit": q.limit, "search": q.q}
+
+    # ----------------------------------------------------------------------------------------
+
+    def _texts(self, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Trace text of a few samples, read from their shards' row groups (not a scan)."""
+        by_file: dict[str, list[int]] = {}
+        for r in rows:
+            by_file.setdefault(r["filename"], []).append(int(r["row_number"]))
+        out: dict[str, dict[str, Any]] = {}
+        schema_names = set(SAMPLE_SCHEMA.names)
+        for path, numbers in by_file.items():
+            f = pq.ParquetFile(path)
+            cols = [c for c in TEXT_COLUMNS if c in f.schema_arrow.names and c in schema_names]
+            starts, acc = [], 0
+            for i in range(f.metadata.num_row_groups):
+                starts.append(acc)
+                acc += f.metadata.row_group(i).num_rows
+            groups: dict[int, list[int]] = {}
+            for n in numbers:
+                g = max(i for i, s in enumerate(starts) if s <= n)
+                groups.setdefault(g, []).append(n - starts[g])
+            for g, offsets in groups.items():
+                t = f.read_row_group(g, columns=cols)
+                for o in offsets:
+                    rec = t.slice(o, 1).to_pylist()[0]
+                    out[rec["key"]] = rec
+        return out
+
+    def sample(self, key: str) -> dict[str, Any] | None:
+        cur = self.cursor()
+        try:
+            found = _rows(cur, "SELECT * FROM idx WHERE key = ?", [key])
+            if not found:
+                return None
+            row = found[0]
+            text = self._texts([row]).get(key, {})
+            verdicts = _rows(cur, "SELECT step, filter, passed, reason, details FROM ver WHERE key = ? ORDER BY step", [key])
+            for v in verdicts:
+                try:
+                    v["details"] = json.loads(v["details"]) if v["details"] else None
+                except ValueError:
+                    pass  # shown as the string it is
+            dup = _rows(cur, "SELECT rep FROM dups WHERE key = ?", [key])
+            members = cur.execute("SELECT count(*) FROM dups WHERE rep = ?", [key]).fetchall()[0][0]
+            siblings = _rows(cur, "SELECT key, sample_index, accepted, reject_reason FROM idx WHERE prompt_id = ? ORDER BY sample_index, key",
+                             [row["prompt_id"]]) if row["prompt_id"] is not None else []
+            row.pop("filename", None)
+            row.pop("row_number", None)
+            return {**row, **{k: v for k, v in text.items() if k != "key"}, "verdicts": verdicts,
+                    "duplicate_of": dup[0]["rep"] if dup else None, "duplicates": members, "siblings": siblings}
+        finally:
+            cur.close()
+
+    def prompt(self, prompt_id: str) -> dict[str, Any] | None:
+        cur = self.cursor()
+        try:
+            rows = _rows(cur, "SELECT * FROM idx WHERE prompt_id = ? ORDER BY sample_index, key LIMIT 64", [prompt_id])
+            if not rows:
+                return None
+            texts = self._texts(rows)
+            keys = [r["key"] for r in rows]
+            ver = _rows(cur, "SELECT key, step, filter, passed, reason FROM ver WHERE list_contains(?, key) ORDER BY key, step", [keys])
+            by_key: dict[str, list] = {}
+            for v in ver:
+                by_key.setdefault(v.pop("key"), []).append(v)
+            n = cur.execute("SELECT count(*), count(*) FILTER (WHERE accepted) FROM idx WHERE prompt_id = ?", [prompt_id]).fetchall()[0]
+            samples = []
+            for r in rows:
+                t = texts.get(r["key"], {})
+                r.pop("filename", None)
+                r.pop("row_number", None)
+                samples.append({**r, "cot": t.get("cot"), "completion": t.get("completion"), "verdicts": by_key.get(r["key"], [])})
+            first = texts.get(rows[0]["key"], {})
+            return {"prompt_id": prompt_id, "problem": first.get("problem"), "gold": first.get("gold"), "n": n[0], "accepted": n[1],
+                    "pass_rate": n[1] / n[0] if n[0] else None, "samples": samples, "shown": len(samples)}
+        finally:
+            cur.close()
+
+    def clusters(self, offset: int, limit: int) -> dict[str, Any]:
+        cur = self.cursor()
+        try:
+            total = cur.execute("SELECT count(DISTINCT rep) FROM dups").fetchall()[0][0]
+            rows = _rows(cur, """SELECT d.rep, count(*) + 1 AS size, any_value(i.prompt_id) AS prompt_id, any_value(i.problem_head) AS problem_head
+                                 FROM dups d LEFT JOIN idx i ON i.key = d.rep GROUP BY d.rep ORDER BY size DESC, d.rep LIMIT ? OFFSET ?""",
+                         [limit, offset])
+            return {"rows": rows, "total": total, "offset": offset, "limit": limit}
+        finally:
+            cur.close()
+
+    def cluster(self, rep: str, limit: int = 20) -> dict[str, Any] | None:
+        cur = self.cursor()
+        try:
+            members = _rows(cur, "SELECT i.* FROM dups d JOIN idx i USING (key) WHERE d.rep = ? ORDER BY i.seq LIMIT ?", [rep, limit])
+            head = _rows(cur, "SELECT * FROM idx WHERE key = ?", [rep])
+            if not members or not head:
+                return None
+            total = cur.execute("SELECT count(*) FROM dups WHERE rep = ?", [rep]).fetchall()[0][0]
+            texts = self._texts(head + members)
+            rep_cot = texts.get(rep, {}).get("cot") or ""
+            out = []
+            for m in [*head, *members]:
+                cot = texts.get(m["key"], {}).get("cot") or ""
+                m.pop("filename", None)
+                m.pop("row_number", None)
+                out.append({**m, "cot": cot, "diff": None if m["key"] == rep else word_diff(rep_cot, cot)})
+            return {"rep": rep, "size": total + 1, "shown": len(out), "samples": out}
+        finally:
+            cur.close()
+
+
+def word_diff(a: str, b: str, max_words: int = 4000) -> list[list[Any]]:
+    """b against a as [op, text] pieces (op: = same, + only in b, - only in a), word by word."""
+    import re
+
+    wa, wb = re.findall(r"\S+\s*", a)[:max_words], re.findall(r"\S+\s*", b)[:max_words]
+    out: list[list[Any]] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=wa, b=wb, autojunk=False).get_opcodes():
+        if tag == "equal":
+            out.append(["=", "".join(wb[j1:j2])])
+        else:
+            if i2 > i1:
+                out.append(["-", "".join(wa[i1:i2])])
+            if j2 > j1:
+                out.append(["+", "".join(wb[j1:j2])])
+    return out
+
+
+class Holder:
+    """The current snapshot, swapped whole on refresh; the report is computed beside it by
+    `curator report --json` in a child process (the same numbers, and its memory is not ours)."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.lock = threading.Lock()
+        self.snap: Snapshot | None = None
+        self.old: Snapshot | None = None
+        self.error: str | None = None
+        self.refreshing = False
+        self.report: dict[str, Any] | None = None
+        self.report_state = "idle"  # idle | running | ready | failed
+        self.report_error: str | None = None
+        self.report_as_of: float | None = None
+
+    def refresh(self) -> None:
+        with self.lock:
+            if self.refreshing:
+                return
+            self.refreshing = True
+        try:
+            snap = None
+            for attempt in range(3):
+                try:
+                    snap = Snapshot.build(self.out_dir)
+                    break
+                except (duckdb.IOException, FileNotFoundError) as e:
+                    # A file renamed away mid-read (a compaction, a chain swapping its verdicts): read again.
+                    self.error = f"reading {self.out_dir} failed: {' '.join(str(e).split())[:300]}"
+                    time.sleep(0.5 * (attempt + 1))
+                except (duckdb.Error, OSError, ValueError) as e:
+                    self.error = f"reading {self.out_dir} failed: {' '.join(str(e).split())[:300]}"
+                    break
+            if snap is not None:
+                self.error = None
+                with self.lock:
+                    if self.old is not None:
+                        self.old.close()  # two refreshes ago: no request still reads it
+                    self.old, self.snap = self.snap, snap
+        finally:
+            with self.lock:
+                self.refreshing = False
+        self.start_report()
+
+    def start_report(self) -> None:
+        with self.lock:
+            if self.report_state == "running":
+                return
+            self.report_state = "running"
+        threading.Thread(target=self._report, daemon=True).start()
+
+    def _report(self) -> None:
+        import os
+        import subprocess
+        import sys
+
+        started = time.time()
+        try:
+            p = subprocess.run([sys.executable, "-m", "curator", "report", str(self.out_dir), "--json", "--no-html"],
+                               capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            if p.returncode != 0:
+                raise ViewerError((p.stderr.strip().splitlines() or ["curator report failed"])[-1])
+            self.report, self.report_as_of, self.report_state, self.report_error = json.loads(p.stdout), started, "ready", None
+        except (ViewerError, ValueError, OSError) as e:
+            self.report_state, self.report_error = "failed", str(e)
+
+    def close(self) -> None:
+        for s in (self.snap, self.old):
+            if s is not None:
+                s.close()
