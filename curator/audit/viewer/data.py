@@ -95,6 +95,7 @@ class Query:
     status: str = ""  # "" | accepted | rejected | pending
     reason: str = ""  # "<filter>:<reason>" as in samples.reject_reason
     step: str = ""  # the filter that rejected first
+    failed: str = ""  # a filter that rejected it, first or not (a duplicate is often also wrong)
     prompt_id: str = ""
     source: str = ""
     model: str = ""
@@ -132,7 +133,7 @@ class Query:
         if sort not in SORTS:
             raise ViewerError(f"sort: one of {', '.join(SORTS)}")
         return cls(
-            status=p.get("status", ""), reason=p.get("reason", ""), step=p.get("step", ""), prompt_id=p.get("prompt_id", ""),
+            status=p.get("status", ""), reason=p.get("reason", ""), step=p.get("step", ""), failed=p.get("failed", ""), prompt_id=p.get("prompt_id", ""),
             source=p.get("source", ""), model=p.get("model", ""), length_col=length_col, min_len=num("min_len"),
             max_len=num("max_len"), usage_estimated=p.get("usage_estimated", ""), q=(p.get("q") or "").strip(), fields=fields,
             sort=sort, desc=p.get("desc") in ("1", "true"), offset=max(0, integer("offset", 0)),
@@ -152,6 +153,9 @@ class Query:
             if val:
                 conds.append(f"{col} = ?")
                 params.append(val)
+        if self.failed:
+            conds.append("key IN (SELECT key FROM ver WHERE filter = ? AND NOT passed)")
+            params.append(self.failed)
         if self.min_len is not None:
             conds.append(f"{self.length_col} >= ?")
             params.append(self.min_len)
@@ -252,6 +256,7 @@ class Snapshot:
             "out_dir": str(out), "name": name, "model": model, "as_of": self.as_of,
             "journal_rows_not_in_shards": _journal_rows(out), "chain": chain_info(out), **counts,
             "facets": {"reason": facet("reject_reason"), "step": facet("reject_step"), "source": facet("source"),
+                       "failed": _rows(con, "SELECT filter AS value, count(*) AS count FROM ver WHERE NOT passed GROUP BY 1 ORDER BY min(step)"),
                        "model": facet("model")},
             "clusters": _rows(con, "SELECT count(DISTINCT rep) AS n FROM dups")[0]["n"],
             "sorts": list(SORTS), "length_columns": sorted(LENGTH_COLUMNS),

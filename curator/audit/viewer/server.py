@@ -82,6 +82,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(200, _static(name), (mimetypes.guess_type(name)[0] or "application/octet-stream") + "; charset=utf-8")
             elif url.path.startswith("/api/"):
                 self._api(method, url.path[5:], params)
+            elif url.path == "/favicon.ico":
+                self._send(204, b"", "image/x-icon")
             else:
                 self._send(404, b"not found", "text/plain; charset=utf-8")
         except ViewerError as e:

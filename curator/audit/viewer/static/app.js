@@ -43,7 +43,7 @@ function sampleHref(key) { return "#/sample/" + encodeURIComponent(key); }
 function promptHref(id) { return "#/prompt/" + encodeURIComponent(id); }
 function clusterHref(rep) { return "#/cluster/" + encodeURIComponent(rep); }
 
-const fmtInt = (x) => (x === null || x === undefined ? "–" : Number(x).toLocaleString("en-US"));
+const fmtInt = (x) => (x === null || x === undefined ? "–" : Math.round(Number(x)).toLocaleString("en-US"));
 const fmtNum = (x, d = 1) => (x === null || x === undefined ? "–" : Number(x).toLocaleString("en-US", { maximumFractionDigits: d }));
 const fmtPct = (x) => (x === null || x === undefined ? "–" : (100 * x).toFixed(1) + "%");
 function fmtUsd(x) {
@@ -186,7 +186,7 @@ document.getElementById("refresh").addEventListener("click", async () => {
 
 // ---------------------------------------------------------------------------------- samples
 
-const FILTERS = ["status", "reason", "step", "prompt_id", "source", "model", "length_col", "min_len", "max_len", "usage_estimated",
+const FILTERS = ["status", "reason", "step", "failed", "prompt_id", "source", "model", "length_col", "min_len", "max_len", "usage_estimated",
   "q", "fields", "sort", "desc", "offset", "limit"];
 
 function select(name, value, options, label) {
@@ -212,7 +212,8 @@ function filterForm(p) {
       el("label", {}, el("input", { type: "checkbox", name: "field", value: f, checked: fields.includes(f) }), f))),
     select("status", p.status, [["", "any"], ["accepted", "accepted"], ["rejected", "rejected"], ["pending", "not judged yet"]], "Status"),
     select("reason", p.reason, facetOptions("reason"), "Reject reason"),
-    select("step", p.step, facetOptions("step"), "Rejected at step"),
+    select("step", p.step, facetOptions("step"), "Rejected first by"),
+    select("failed", p.failed, facetOptions("failed"), "Failed step (any)"),
     el("label", {}, "Prompt id ", el("input", { name: "prompt_id", id: "f-prompt_id", value: p.prompt_id || "", size: 10 })),
     select("source", p.source, facetOptions("source"), "Source"),
     select("model", p.model, facetOptions("model"), "Model"),
@@ -229,7 +230,7 @@ function filterForm(p) {
     ev.preventDefault();
     const fd = new FormData(form);
     const q = {};
-    for (const k of ["q", "status", "reason", "step", "prompt_id", "source", "model", "length_col", "min_len", "max_len", "usage_estimated", "sort"]) {
+    for (const k of ["q", "status", "reason", "step", "failed", "prompt_id", "source", "model", "length_col", "min_len", "max_len", "usage_estimated", "sort"]) {
       const v = (fd.get(k) || "").toString().trim();
       if (v && !(k === "sort" && v === "seq") && !(k === "length_col" && v === "cot_chars")) q[k] = v;
     }
