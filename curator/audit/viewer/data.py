@@ -21,6 +21,7 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
+from curator.audit.viewer.search import WordIndex, match_rows, query_words
 from curator.records import SAMPLE_SCHEMA
 from curator.report import chain_info
 from curator.store import catalog
@@ -86,6 +87,45 @@ def _rows(cur: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) 
     cur.execute(sql, params or [])
     cols = [d[0] for d in cur.description]
     return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+_NARROW = ["key", "prompt_id", "sample_index", "source", "model", "finish_reason", "cot_source", "prompt_tokens", "completion_tokens",
+           "reasoning_tokens", "cached_tokens", "cost_usd", "latency_s", "attempts", "usage_estimated", "seq", "created_at"]
+
+
+def _narrow_select(shards: list[Path]) -> str:
+    """The columns the table shows, the text lengths, and where each row lives. A column no shard
+    has (written before it existed) reads as null, as in the catalog's views."""
+    types = {f.name: f.type for f in SAMPLE_SCHEMA}
+    duck = {"string": "VARCHAR", "int32": "INTEGER", "int64": "BIGINT", "double": "DOUBLE", "bool": "BOOLEAN"}
+    present: set[str] = set()
+    for p in shards:
+        present.update(pq.read_schema(p).names)
+
+    def col(name: str, expr: str | None = None) -> str:
+        if name in present:
+            return expr or name
+        return f"CAST(NULL AS {duck[str(types[name])]})"
+
+    cols = [f"{col(c)} AS {c}" for c in _NARROW]
+    cols += [f"length(coalesce({col('cot')}, '')) AS cot_chars", f"length(coalesce({col('completion')}, '')) AS completion_chars",
+             f"left({col('problem')}, 160) AS problem_head"]
+    if not shards:
+        return "SELECT " + ", ".join(cols) + ", NULL::VARCHAR AS filename, NULL::BIGINT AS row_number WHERE false"
+    return (f"SELECT {', '.join(cols)}, filename, file_row_number AS row_number FROM read_parquet({_files_sql(shards)}, filename=true,"
+            f" file_row_number=true, union_by_name=true)")
+
+
+def row_groups(paths: list[Path | str]) -> dict[str, tuple[int | None, list[int]]]:
+    """file -> (rows per row group when all but the last have the same count, else None; start row of each group)."""
+    out: dict[str, tuple[int | None, list[int]]] = {}
+    for p in paths:
+        md = pq.ParquetFile(p).metadata
+        sizes = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        uniform = sizes[0] if sizes and all(n == sizes[0] for n in sizes[:-1]) and sizes[-1] <= sizes[0] else None
+        out[str(p)] = (uniform, starts)
+    return out
 
 
 @dataclass
@@ -183,9 +223,11 @@ class Snapshot:
     build_s: float
     meta: dict[str, Any] = field(default_factory=dict)
     shard_files: list[str] = field(default_factory=list)
+    groups: dict[str, tuple[int | None, list[int]]] = field(default_factory=dict)  # file -> row groups (see row_groups)
+    index: WordIndex | None = None  # shared with later snapshots (shards never change once written)
 
     @classmethod
-    def build(cls, out_dir: Path, memory_limit: str = "512MB") -> Snapshot:
+    def build(cls, out_dir: Path, memory_limit: str = "256MB") -> Snapshot:
         t0 = time.time()
         tmp = Path(tempfile.mkdtemp(prefix="curator-view-"))
         con = duckdb.connect(str(tmp / "snapshot.duckdb"))
@@ -212,25 +254,24 @@ class Snapshot:
     def _load(self) -> None:
         con, out = self.con, self.out_dir.resolve()
         # The catalog's own views (same dedup, same accepted / reject_reason rules as `samples`),
-        # built in this private file instead of OUT/catalog.duckdb.
+        # built in this private file instead of OUT/catalog.duckdb ...
         catalog.refresh_views(con, out)
         shards = readable_parquet(out / "shards")
         self.shard_files = [str(p) for p in shards]
-        if shards:
-            loc = (f"SELECT key, filename, file_row_number AS row_number FROM read_parquet({_files_sql(shards)}, filename=true,"
-                   f" file_row_number=true, union_by_name=true) QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq) = 1")
-        else:
-            loc = "SELECT NULL::VARCHAR AS key, NULL::VARCHAR AS filename, NULL::BIGINT AS row_number WHERE false"
+        # ... with `shards_raw` swapped for one narrow pass over the shards: the text is read
+        # once for its lengths, never carried through the dedup window.
+        con.execute(f"CREATE TABLE raw AS {_narrow_select(shards)}")
+        con.execute("CREATE OR REPLACE VIEW shards_raw AS SELECT * FROM raw QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq) = 1")
+        groups = self.groups = row_groups(shards)
+        con.execute("CREATE TABLE files (filename VARCHAR, rg_rows BIGINT)")
+        if groups:
+            con.executemany("INSERT INTO files VALUES (?, ?)", [[f, n] for f, (n, _) in groups.items()])
         con.execute(
-            f"""
+            """
             CREATE TABLE idx AS
-            SELECT s.key, s.prompt_id, s.sample_index, s.source, s.model, s.finish_reason, s.cot_source,
-                   s.prompt_tokens, s.completion_tokens, s.reasoning_tokens, s.cached_tokens, s.cost_usd, s.latency_s,
-                   s.attempts, s.usage_estimated, s.seq, s.created_at, s.accepted, s.reject_reason,
-                   split_part(s.reject_reason, ':', 1) AS reject_step,
-                   length(coalesce(s.cot, '')) AS cot_chars, length(coalesce(s.completion, '')) AS completion_chars,
-                   left(s.problem, 160) AS problem_head, l.filename, l.row_number
-            FROM samples s JOIN ({loc}) l USING (key)
+            SELECT s.* EXCLUDE (filename, row_number), split_part(s.reject_reason, ':', 1) AS reject_step,
+                   s.filename, s.row_number, s.row_number // f.rg_rows AS rg
+            FROM samples s LEFT JOIN files f USING (filename)
             ORDER BY s.seq
             """
         )
@@ -281,31 +322,57 @@ class Snapshot:
         finally:
             cur.close()
 
-    def _search(self, cur, q: Query, where: str, params: list[Any], order: str) -> dict[str, Any]:
-        """Text search scans the trace text in storage order and stops once it has the matches
-        this page needs (plus one, to know there is a next page): a common word answers at once,
-        a rare one reads every shard. Results come in storage order; the sort then applies to
-        the page."""
-        if not self.shard_files:
-            return {"rows": [], "total": 0, "total_exact": True, "offset": q.offset, "limit": q.limit}
+    def _search(self, cur, q: Query, where: str, params: list[Any], order: str, budget_s: float = 20.0) -> dict[str, Any]:
+        """Row groups in storage order (those the word index rules out skipped, and those holding
+        no row the filters keep), matched exactly, until this page plus one row is found: a common
+        phrase answers from the first row groups, a rare word from the few that hold it. Results
+        come in storage order; the sort applies within the page."""
+        t0 = time.time()
         want = q.offset + q.limit + 1
-        pat = _like(q.q)
-        text = " OR ".join(f"{f} ILIKE ? ESCAPE '\\'" for f in q.fields)
         narrowed = where != "true"
-        cur.execute(
-            f"""
-            SELECT key FROM read_parquet({_files_sql([Path(p) for p in self.shard_files])}, union_by_name=true)
-            WHERE ({text}) {'AND key IN (SELECT key FROM idx WHERE ' + where + ')' if narrowed else ''}
-            LIMIT ?
-            """,
-            [*([pat] * len(q.fields)), *(params if narrowed else []), want],
-        )
-        keys = list(dict.fromkeys(k for (k,) in cur.fetchall()))
+        allowed = None
+        if narrowed:
+            allowed = set(cur.execute(f"SELECT DISTINCT filename, rg FROM idx WHERE {where} AND rg IS NOT NULL", params).fetchall())
+        index = self.index
+        cand = index.candidates(query_words(q.q)) if index is not None else None
+        keys: list[str] = []
+        scanned = skipped = 0
+        stopped = False
+        total_groups = sum(len(starts) for _, starts in self.groups.values())
+        for f in self.shard_files:
+            uniform, starts = self.groups.get(f, (None, []))
+            covered = cand is not None and index.covers(f)
+            for g, start in enumerate(starts):
+                if len(keys) >= want or time.time() - t0 > budget_s:
+                    stopped = len(keys) < want
+                    break
+                if allowed is not None and uniform is not None and (f, g) not in allowed:
+                    skipped += 1
+                    continue
+                if covered:
+                    gid = index.group_id.get((f, g))
+                    if gid is None or not (cand >> gid) & 1:
+                        skipped += 1
+                        continue
+                scanned += 1
+                offsets = match_rows(f, g, q.q, q.fields)
+                if not offsets:
+                    continue
+                rows = [start + o for o in offsets]
+                found = cur.execute(
+                    f"SELECT key FROM idx WHERE filename = ? AND row_number BETWEEN ? AND ? AND list_contains(?, row_number) AND {where}"
+                    " ORDER BY row_number", [f, rows[0], rows[-1], rows, *params]).fetchall()
+                keys.extend(k for (k,) in found)
+            else:
+                continue
+            break
         more = len(keys) > q.offset + q.limit
         page = keys[q.offset:q.offset + q.limit]
         rows = _rows(cur, f"SELECT {LIST_COLUMNS} FROM idx WHERE list_contains(?, key) ORDER BY {order}", [page]) if page else []
         total = len(keys) if not more else q.offset + q.limit + 1
-        return {"rows": rows, "total": total, "total_exact": not more, "offset": q.offset, "limit": q.limit, "search": q.q}
+        return {"rows": rows, "total": total, "total_exact": not more and not stopped, "offset": q.offset, "limit": q.limit,
+                "search": q.q, "groups_read": scanned, "groups_skipped": skipped, "groups_total": total_groups, "stopped": stopped,
+                "indexed": index.status(self.shard_files) if index is not None else None}
 
     # ----------------------------------------------------------------------------------------
 
@@ -441,7 +508,7 @@ class Holder:
         self.out_dir = out_dir
         self.lock = threading.Lock()
         self.snap: Snapshot | None = None
-        self.old: Snapshot | None = None
+        self.index = WordIndex()
         self.error: str | None = None
         self.refreshing = False
         self.report: dict[str, Any] | None = None
@@ -469,14 +536,20 @@ class Holder:
                     break
             if snap is not None:
                 self.error = None
+                snap.index = self.index
                 with self.lock:
-                    if self.old is not None:
-                        self.old.close()  # two refreshes ago: no request still reads it
-                    self.old, self.snap = self.snap, snap
+                    old, self.snap = self.snap, snap
+                if old is not None:
+                    # Requests that took the old snapshot a moment ago finish on it; then its memory goes.
+                    t = threading.Timer(30.0, old.close)
+                    t.daemon = True
+                    t.start()
         finally:
             with self.lock:
                 self.refreshing = False
         self.start_report()
+        if self.snap is not None:
+            self.index.build(self.snap.shard_files)
 
     def start_report(self) -> None:
         with self.lock:
@@ -501,6 +574,5 @@ class Holder:
             self.report_state, self.report_error = "failed", str(e)
 
     def close(self) -> None:
-        for s in (self.snap, self.old):
-            if s is not None:
-                s.close()
+        if self.snap is not None:
+            self.snap.close()

@@ -104,7 +104,8 @@ class Handler(BaseHTTPRequestHandler):
             snap = h.snap
             self._json({"ready": snap is not None, "refreshing": h.refreshing, "error": h.error,
                         **(snap.meta if snap else {"out_dir": str(h.out_dir.resolve())}),
-                        "build_s": snap.build_s if snap else None, "report_state": h.report_state})
+                        "build_s": snap.build_s if snap else None, "report_state": h.report_state,
+                        "search_index": h.index.status(snap.shard_files) if snap else None})
             return
         if name == "report":
             self._json({"state": h.report_state, "error": h.report_error, "as_of": h.report_as_of, "report": h.report})

@@ -258,7 +258,11 @@ async function pageSamples(p) {
   const off = r.offset, lim = r.limit;
   const info = el("p", { class: "count", id: "count" },
     r.rows.length ? `rows ${fmtInt(off + 1)}–${fmtInt(off + r.rows.length)} of ${r.total_exact ? "" : "at least "}${fmtInt(r.total)}` : "no sample matches",
-    el("span", { class: "muted" }, ` · ${Math.round(performance.now() - t0)} ms` + (r.search ? " · search results in storage order" : "")));
+    el("span", { class: "muted" }, ` · ${Math.round(performance.now() - t0)} ms` + (r.search ?
+      ` · search results in storage order · read ${fmtInt(r.groups_read)} of ${fmtInt(r.groups_total)} row groups` +
+      (r.groups_skipped ? ` (${fmtInt(r.groups_skipped)} ruled out by the word index or the filters)` : "") +
+      (r.indexed && r.indexed.files_indexed < r.indexed.files ? ` · word index: ${r.indexed.files_indexed} of ${r.indexed.files} shards so far` : "") : "")),
+    r.stopped ? el("span", { class: "error-inline" }, " · stopped after the time limit: narrow the search with filters or more words") : "");
   out.append(info);
   const table = el("table", { class: "samples", id: "samples-table" });
   const cols = ["sample", "prompt", "status", "reject reason", "CoT chars", "answer chars", "out tokens", "cost", "latency s", "tries", "finish", "problem"];
