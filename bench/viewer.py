@@ -42,6 +42,7 @@ from curator.store.shards import new_shard_name, write_atomic  # noqa: E402
 SHARD_ROWS = 20_000
 N_SAMPLES = 4  # per prompt
 RARE = "zanzibarquux"
+RARE_NUMBER = "9876543210"  # digits only: the word index leaves numbers out, so this one is a full scan
 CHAIN = ["format", "math", "language", "length", "near_dup"]
 # First failing step -> (share, reason)
 OUTCOMES = [(None, 0.70, None), (0, 0.05, "truncated"), (1, 0.12, "wrong_answer"), (2, 0.05, "mixed_language"),
@@ -97,6 +98,7 @@ def generate(out: Path, rows: int, cot_chars: int, seed: int = 1) -> None:
         cots = [pool[j] for j in nprng.integers(0, len(pool), n)]
         if start + n >= rows:  # a rare word only near the end: a search for it reads everything
             cots[-3] = cots[-3] + " " + RARE
+            cots[-5] = cots[-5] + " " + RARE_NUMBER
         comp_tokens = nprng.integers(300, 3000, n)
         table = pa.table({
             "key": keys, "run": ["bench"] * n, "prompt_id": [f"p{p:07d}" for p in pidx], "sample_index": (idx % N_SAMPLES).astype(np.int32),
@@ -183,12 +185,15 @@ def main() -> None:
     ap.add_argument("--cot-chars", type=int, default=3000)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--reuse", action="store_true", help="use the samples already in --out")
+    ap.add_argument("--generate-only", action="store_true")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="curator-bench-view-")) / "out"
     if not (args.reuse and (out / "shards").exists()):
         t0 = time.time()
         generate(out, args.rows, args.cot_chars)
         print(f"generated {args.rows:,} samples in {time.time() - t0:.0f} s -> {out}")
+    if args.generate_only:
+        return
     size = sum(p.stat().st_size for p in (out / "shards").glob("*.parquet"))
     print(f"shards: {size / 1e9:.2f} GB on disk")
 
@@ -227,21 +232,33 @@ def main() -> None:
             print(f"  {name:<34} {times[name] * 1000:8.0f} ms  {count[0] if count else ''}", flush=True)
 
         reason = "math:wrong_answer"
+        # While the word index is still being built in the background (the first minute of a session).
         timed("first page", lambda: page.goto(url))
         timed("filtered by reject reason", lambda: page.goto(url + "#/samples?reason=" + reason))
         timed("filtered: reason + sort by cost", lambda: page.goto(url + "#/samples?reason=" + reason + "&sort=cost&desc=1"))
-        timed("filtered: length range + estimated", lambda: page.goto(url + "#/samples?min_len=3000&max_len=3050&usage_estimated=yes"))
+        timed("filtered: length range + estimated", lambda: page.goto(url + "#/samples?length_col=completion_tokens&min_len=2000&max_len=2050&usage_estimated=yes"))
         timed("filtered: failed step near_dup", lambda: page.goto(url + "#/samples?failed=near_dup"))
         timed("page 1000 (offset 49,950)", lambda: page.goto(url + "#/samples?offset=49950"))
         timed("search common phrase 'let me check'", lambda: page.goto(url + "#/samples?q=let%20me%20check"))
         timed("search common, only rejected", lambda: page.goto(url + "#/samples?q=let%20me%20check&status=rejected"))
-        timed(f"search rare word (full scan)", lambda: page.goto(url + "#/samples?q=" + RARE))
-        timed(f"search rare word, problem only", lambda: page.goto(url + "#/samples?q=" + RARE + "&fields=problem"))
         timed("back to the reason page", lambda: page.goto(url + "#/samples?reason=" + reason))
         timed("sample view (click)", lambda: page.click("#samples-table a.sample-link >> nth=0"))
         timed("prompt view (click)", lambda: page.click("#prompt-link"))
         timed("duplicate clusters list", lambda: page.goto(url + "#/clusters"))
         timed("a cluster (click)", lambda: page.click("#clusters-table a.cluster-link >> nth=0"))
+        t0 = time.time()
+        while True:
+            idx = json.loads(urllib.request.urlopen(url + "api/meta").read())["search_index"]
+            if idx["files_indexed"] == idx["files"] and not idx["building"]:
+                break
+            time.sleep(0.5)
+        print(f"word index: {idx['files']} shards, {idx['words']:,} words, built in {idx['build_s']:.0f} s "
+              f"(ready {time.time() - t_start:.0f} s after start)")
+        timed("search rare word (index)", lambda: page.goto(url + "#/samples?q=" + RARE))
+        timed("search rare word, only rejected", lambda: page.goto(url + "#/samples?q=" + RARE + "&status=rejected"))
+        timed("search common phrase (index)", lambda: page.goto(url + "#/samples?q=let%20me%20check&fields=cot"))
+        timed("search absent word (index)", lambda: page.goto(url + "#/samples?q=qwertyuiop"))
+        timed("search rare number (full scan)", lambda: page.goto(url + "#/samples?q=" + RARE_NUMBER))
         timed("charts (curator report --json)", lambda: page.goto(url + "#/charts"))
         timed("refresh (new snapshot)", lambda: page.click("#refresh"))
         page.screenshot(path=str(out.parent / "bench-viewer.png"))

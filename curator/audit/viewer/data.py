@@ -230,7 +230,8 @@ class Snapshot:
     def build(cls, out_dir: Path, memory_limit: str = "256MB") -> Snapshot:
         t0 = time.time()
         tmp = Path(tempfile.mkdtemp(prefix="curator-view-"))
-        con = duckdb.connect(str(tmp / "snapshot.duckdb"))
+        # In memory, bounded, spilling to the temp folder: no WAL or checkpoint fsyncs on a build.
+        con = duckdb.connect(":memory:")
         try:
             # A bounded buffer pool that spills to the temp folder: the server stays small at 1M rows.
             con.execute(f"SET memory_limit = '{memory_limit}'")
@@ -262,6 +263,10 @@ class Snapshot:
         # once for its lengths, never carried through the dedup window.
         con.execute(f"CREATE TABLE raw AS {_narrow_select(shards)}")
         con.execute("CREATE OR REPLACE VIEW shards_raw AS SELECT * FROM raw QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq) = 1")
+        # The verdicts once (the view dedups them with a window), sorted by key: a sample's
+        # verdicts are then found through the zone maps without a scan, and `samples` reads this copy.
+        con.execute("CREATE TABLE ver AS SELECT * FROM verdicts ORDER BY key, step")
+        con.execute("CREATE OR REPLACE VIEW verdicts AS SELECT * FROM ver")
         groups = self.groups = row_groups(shards)
         con.execute("CREATE TABLE files (filename VARCHAR, rg_rows BIGINT)")
         if groups:
@@ -275,8 +280,6 @@ class Snapshot:
             ORDER BY s.seq
             """
         )
-        # Sorted by key: a sample's verdicts are found through the zone maps without a scan.
-        con.execute("CREATE TABLE ver AS SELECT v.* FROM verdicts v SEMI JOIN idx USING (key) ORDER BY key, step")
         con.execute(
             """
             CREATE TABLE dups AS
@@ -502,7 +505,9 @@ def word_diff(a: str, b: str, max_words: int = 4000) -> list[list[Any]]:
 
 class Holder:
     """The current snapshot, swapped whole on refresh; the report is computed beside it by
-    `curator report --json` in a child process (the same numbers, and its memory is not ours)."""
+    `curator report --json` in a child process (the same numbers, and its memory is not ours),
+    from the first time the charts are asked for (it reads every trace: at a million samples it
+    takes minutes, which a reader of the table need not wait for nor pay)."""
 
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
@@ -515,6 +520,7 @@ class Holder:
         self.report_state = "idle"  # idle | running | ready | failed
         self.report_error: str | None = None
         self.report_as_of: float | None = None
+        self._report_proc = None
 
     def refresh(self) -> None:
         with self.lock:
@@ -547,7 +553,8 @@ class Holder:
         finally:
             with self.lock:
                 self.refreshing = False
-        self.start_report()
+        if self.report_state != "idle":
+            self.start_report()  # the charts were opened: keep them as fresh as the table
         if self.snap is not None:
             self.index.build(self.snap.shard_files)
 
@@ -565,14 +572,20 @@ class Holder:
 
         started = time.time()
         try:
-            p = subprocess.run([sys.executable, "-m", "curator", "report", str(self.out_dir), "--json", "--no-html"],
-                               capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            self._report_proc = p = subprocess.Popen([sys.executable, "-m", "curator", "report", str(self.out_dir), "--json", "--no-html"],
+                                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                                     env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            out, err = p.communicate()
             if p.returncode != 0:
-                raise ViewerError((p.stderr.strip().splitlines() or ["curator report failed"])[-1])
-            self.report, self.report_as_of, self.report_state, self.report_error = json.loads(p.stdout), started, "ready", None
+                raise ViewerError((err.strip().splitlines() or [f"curator report ended with code {p.returncode}"])[-1])
+            self.report, self.report_as_of, self.report_state, self.report_error = json.loads(out), started, "ready", None
         except (ViewerError, ValueError, OSError) as e:
             self.report_state, self.report_error = "failed", str(e)
 
     def close(self) -> None:
+        p = self._report_proc
+        if p is not None and p.poll() is None:
+            p.kill()  # started by this server: it goes with it
+            p.wait()
         if self.snap is not None:
             self.snap.close()

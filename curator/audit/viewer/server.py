@@ -108,6 +108,8 @@ class Handler(BaseHTTPRequestHandler):
                         "search_index": h.index.status(snap.shard_files) if snap else None})
             return
         if name == "report":
+            if h.report_state == "idle":
+                h.start_report()
             self._json({"state": h.report_state, "error": h.report_error, "as_of": h.report_as_of, "report": h.report})
             return
         snap = h.snap
