@@ -109,7 +109,7 @@ def _narrow_select(shards: list[Path]) -> str:
 
     cols = [f"{col(c)} AS {c}" for c in _NARROW]
     cols += [f"length(coalesce({col('cot')}, '')) AS cot_chars", f"length(coalesce({col('completion')}, '')) AS completion_chars",
-             f"left({col('problem')}, 160) AS problem_head"]
+             f"left({col('problem')}, 120) AS problem_head"]
     if not shards:
         return "SELECT " + ", ".join(cols) + ", NULL::VARCHAR AS filename, NULL::BIGINT AS row_number WHERE false"
     return (f"SELECT {', '.join(cols)}, filename, file_row_number AS row_number FROM read_parquet({_files_sql(shards)}, filename=true,"
@@ -194,7 +194,7 @@ class Query:
                 conds.append(f"{col} = ?")
                 params.append(val)
         if self.failed:
-            conds.append("key IN (SELECT key FROM ver WHERE filter = ? AND NOT passed)")
+            conds.append("sid IN (SELECT sid FROM ver WHERE filter = ? AND NOT passed)")
             params.append(self.failed)
         if self.min_len is not None:
             conds.append(f"{self.length_col} >= ?")
@@ -224,19 +224,23 @@ class Snapshot:
     meta: dict[str, Any] = field(default_factory=dict)
     shard_files: list[str] = field(default_factory=list)
     groups: dict[str, tuple[int | None, list[int]]] = field(default_factory=dict)  # file -> row groups (see row_groups)
+    file_names: list[str] = field(default_factory=list)  # file_id -> shard path
     index: WordIndex | None = None  # shared with later snapshots (shards never change once written)
 
     @classmethod
-    def build(cls, out_dir: Path, memory_limit: str = "256MB") -> Snapshot:
+    def build(cls, out_dir: Path, memory_limit: str = "600MB") -> Snapshot:
         t0 = time.time()
         tmp = Path(tempfile.mkdtemp(prefix="curator-view-"))
         # In memory, bounded, spilling to the temp folder: no WAL or checkpoint fsyncs on a build.
         con = duckdb.connect(":memory:")
+        con.execute("ATTACH ':memory:' AS snap (COMPRESS)")  # compressed like a file: a million rows stay small
+        con.execute("USE snap")
         try:
             # A bounded buffer pool that spills to the temp folder: the server stays small at 1M rows.
             con.execute(f"SET memory_limit = '{memory_limit}'")
             con.execute(f"SET temp_directory = '{tmp / 'spill'}'")
-            con.execute("SET preserve_insertion_order = true")
+            # Order comes from ORDER BY where it matters; without this the scans stream in less memory.
+            con.execute("SET preserve_insertion_order = false")
             snap = cls(out_dir=out_dir, con=con, tmp=tmp, as_of=t0, build_s=0.0)
             snap._load()
             snap.build_s = time.time() - t0
@@ -263,30 +267,30 @@ class Snapshot:
         # once for its lengths, never carried through the dedup window.
         con.execute(f"CREATE TABLE raw AS {_narrow_select(shards)}")
         con.execute("CREATE OR REPLACE VIEW shards_raw AS SELECT * FROM raw QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq) = 1")
-        # The verdicts once (the view dedups them with a window), sorted by key: a sample's
-        # verdicts are then found through the zone maps without a scan, and `samples` reads this copy.
-        con.execute("CREATE TABLE ver AS SELECT * FROM verdicts ORDER BY key, step")
-        con.execute("CREATE OR REPLACE VIEW verdicts AS SELECT * FROM ver")
         groups = self.groups = row_groups(shards)
-        con.execute("CREATE TABLE files (filename VARCHAR, rg_rows BIGINT)")
+        self.file_names = list(groups)
+        con.execute("CREATE TABLE files (file_id INTEGER, filename VARCHAR, rg_rows BIGINT)")
         if groups:
-            con.executemany("INSERT INTO files VALUES (?, ?)", [[f, n] for f, (n, _) in groups.items()])
+            con.executemany("INSERT INTO files VALUES (?, ?, ?)", [[i, f, groups[f][0]] for i, f in enumerate(self.file_names)])
+        # sid: the sample's number here, so its verdicts are kept and found by an integer, not by
+        # a 64-character key repeated once per step (five million of them at a million samples).
+        # kh: a sample is found by its key through an integer scan.
         con.execute(
             """
             CREATE TABLE idx AS
-            SELECT s.* EXCLUDE (filename, row_number), split_part(s.reject_reason, ':', 1) AS reject_step,
-                   s.filename, s.row_number, s.row_number // f.rg_rows AS rg
+            SELECT row_number() OVER (ORDER BY s.seq, s.key) AS sid, s.* EXCLUDE (filename, row_number),
+                   split_part(s.reject_reason, ':', 1) AS reject_step,
+                   f.file_id, s.row_number, s.row_number // f.rg_rows AS rg, hash(s.key) AS kh
             FROM samples s LEFT JOIN files f USING (filename)
             ORDER BY s.seq
             """
         )
+        con.execute("CREATE TABLE ver AS SELECT i.sid, v.step, v.filter, v.passed, v.reason, v.details FROM verdicts v JOIN idx i USING (key)")
         con.execute(
             """
             CREATE TABLE dups AS
-            SELECT key, json_extract_string(details, '$.duplicate_of') AS rep,
-                   coalesce(json_extract_string(details, '$.cluster'), json_extract_string(details, '$.duplicate_of')) AS cluster
+            SELECT sid, json_extract_string(details, '$.duplicate_of') AS rep
             FROM ver WHERE filter = 'near_dup' AND NOT passed AND json_extract_string(details, '$.duplicate_of') IS NOT NULL
-            ORDER BY rep
             """
         )
         name, model = _manifest_name(out)
@@ -309,7 +313,9 @@ class Snapshot:
     # ----------------------------------------------------------------------------------------
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        return self.con.cursor()  # one per request thread: cursors of one database are thread-safe
+        cur = self.con.cursor()  # one per request thread: cursors of one database are thread-safe
+        cur.execute("USE snap")
+        return cur
 
     def samples(self, q: Query) -> dict[str, Any]:
         cur = self.cursor()
@@ -335,21 +341,22 @@ class Snapshot:
         narrowed = where != "true"
         allowed = None
         if narrowed:
-            allowed = set(cur.execute(f"SELECT DISTINCT filename, rg FROM idx WHERE {where} AND rg IS NOT NULL", params).fetchall())
+            allowed = set(cur.execute(f"SELECT DISTINCT file_id, rg FROM idx WHERE {where} AND rg IS NOT NULL", params).fetchall())
         index = self.index
         cand = index.candidates(query_words(q.q)) if index is not None else None
         keys: list[str] = []
         scanned = skipped = 0
         stopped = False
         total_groups = sum(len(starts) for _, starts in self.groups.values())
-        for f in self.shard_files:
+        found_rows: list[dict[str, Any]] = []
+        for file_id, f in enumerate(self.file_names):
             uniform, starts = self.groups.get(f, (None, []))
             covered = cand is not None and index.covers(f)
             for g, start in enumerate(starts):
                 if len(keys) >= want or time.time() - t0 > budget_s:
                     stopped = len(keys) < want
                     break
-                if allowed is not None and uniform is not None and (f, g) not in allowed:
+                if allowed is not None and uniform is not None and (file_id, g) not in allowed:
                     skipped += 1
                     continue
                 if covered:
@@ -362,16 +369,21 @@ class Snapshot:
                 if not offsets:
                     continue
                 rows = [start + o for o in offsets]
-                found = cur.execute(
-                    f"SELECT key FROM idx WHERE filename = ? AND row_number BETWEEN ? AND ? AND list_contains(?, row_number) AND {where}"
-                    " ORDER BY row_number", [f, rows[0], rows[-1], rows, *params]).fetchall()
-                keys.extend(k for (k,) in found)
+                found = _rows(cur, f"SELECT {LIST_COLUMNS} FROM idx WHERE file_id = ? AND row_number BETWEEN ? AND ?"
+                                   f" AND row_number IN (SELECT unnest(?)) AND {where} ORDER BY row_number",
+                              [file_id, rows[0], rows[-1], rows, *params])
+                found_rows.extend(found)
+                keys.extend(r["key"] for r in found)
             else:
                 continue
             break
         more = len(keys) > q.offset + q.limit
         page = keys[q.offset:q.offset + q.limit]
-        rows = _rows(cur, f"SELECT {LIST_COLUMNS} FROM idx WHERE list_contains(?, key) ORDER BY {order}", [page]) if page else []
+        by_key = {r["key"]: r for r in found_rows}
+        rows = [by_key[k] for k in page]
+        col = SORTS[q.sort]
+        present = [r for r in rows if r.get(col) is not None]
+        rows = sorted(present, key=lambda r: r[col], reverse=q.desc) + [r for r in rows if r.get(col) is None]
         total = len(keys) if not more else q.offset + q.limit + 1
         return {"rows": rows, "total": total, "total_exact": not more and not stopped, "offset": q.offset, "limit": q.limit,
                 "search": q.q, "groups_read": scanned, "groups_skipped": skipped, "groups_total": total_groups, "stopped": stopped,
@@ -383,7 +395,7 @@ class Snapshot:
         """Trace text of a few samples, read from their shards' row groups (not a scan)."""
         by_file: dict[str, list[int]] = {}
         for r in rows:
-            by_file.setdefault(r["filename"], []).append(int(r["row_number"]))
+            by_file.setdefault(self.file_names[r["file_id"]], []).append(int(r["row_number"]))
         out: dict[str, dict[str, Any]] = {}
         schema_names = set(SAMPLE_SCHEMA.names)
         for path, numbers in by_file.items():
@@ -407,22 +419,22 @@ class Snapshot:
     def sample(self, key: str) -> dict[str, Any] | None:
         cur = self.cursor()
         try:
-            found = _rows(cur, "SELECT * FROM idx WHERE key = ?", [key])
+            found = _rows(cur, "SELECT * EXCLUDE (kh) FROM idx WHERE kh = hash(?) AND key = ?", [key, key])
             if not found:
                 return None
             row = found[0]
             text = self._texts([row]).get(key, {})
-            verdicts = _rows(cur, "SELECT step, filter, passed, reason, details FROM ver WHERE key = ? ORDER BY step", [key])
+            verdicts = _rows(cur, "SELECT step, filter, passed, reason, details FROM ver WHERE sid = ? ORDER BY step", [row["sid"]])
             for v in verdicts:
                 try:
                     v["details"] = json.loads(v["details"]) if v["details"] else None
                 except ValueError:
                     pass  # shown as the string it is
-            dup = _rows(cur, "SELECT rep FROM dups WHERE key = ?", [key])
+            dup = _rows(cur, "SELECT rep FROM dups WHERE sid = ?", [row["sid"]])
             members = cur.execute("SELECT count(*) FROM dups WHERE rep = ?", [key]).fetchall()[0][0]
             siblings = _rows(cur, "SELECT key, sample_index, accepted, reject_reason FROM idx WHERE prompt_id = ? ORDER BY sample_index, key",
                              [row["prompt_id"]]) if row["prompt_id"] is not None else []
-            row.pop("filename", None)
+            row.pop("file_id", None)
             row.pop("row_number", None)
             return {**row, **{k: v for k, v in text.items() if k != "key"}, "verdicts": verdicts,
                     "duplicate_of": dup[0]["rep"] if dup else None, "duplicates": members, "siblings": siblings}
@@ -432,22 +444,22 @@ class Snapshot:
     def prompt(self, prompt_id: str) -> dict[str, Any] | None:
         cur = self.cursor()
         try:
-            rows = _rows(cur, "SELECT * FROM idx WHERE prompt_id = ? ORDER BY sample_index, key LIMIT 64", [prompt_id])
+            rows = _rows(cur, "SELECT * EXCLUDE (kh) FROM idx WHERE prompt_id = ? ORDER BY sample_index, key LIMIT 64", [prompt_id])
             if not rows:
                 return None
             texts = self._texts(rows)
-            keys = [r["key"] for r in rows]
-            ver = _rows(cur, "SELECT key, step, filter, passed, reason FROM ver WHERE list_contains(?, key) ORDER BY key, step", [keys])
-            by_key: dict[str, list] = {}
+            ver = _rows(cur, "SELECT sid, step, filter, passed, reason FROM ver WHERE sid IN (SELECT unnest(?)) ORDER BY sid, step",
+                        [[r["sid"] for r in rows]])
+            by_sid: dict[int, list] = {}
             for v in ver:
-                by_key.setdefault(v.pop("key"), []).append(v)
+                by_sid.setdefault(v.pop("sid"), []).append(v)
             n = cur.execute("SELECT count(*), count(*) FILTER (WHERE accepted) FROM idx WHERE prompt_id = ?", [prompt_id]).fetchall()[0]
             samples = []
             for r in rows:
                 t = texts.get(r["key"], {})
-                r.pop("filename", None)
+                r.pop("file_id", None)
                 r.pop("row_number", None)
-                samples.append({**r, "cot": t.get("cot"), "completion": t.get("completion"), "verdicts": by_key.get(r["key"], [])})
+                samples.append({**r, "cot": t.get("cot"), "completion": t.get("completion"), "verdicts": by_sid.get(r["sid"], [])})
             first = texts.get(rows[0]["key"], {})
             return {"prompt_id": prompt_id, "problem": first.get("problem"), "gold": first.get("gold"), "n": n[0], "accepted": n[1],
                     "pass_rate": n[1] / n[0] if n[0] else None, "samples": samples, "shown": len(samples)}
@@ -459,7 +471,7 @@ class Snapshot:
         try:
             total = cur.execute("SELECT count(DISTINCT rep) FROM dups").fetchall()[0][0]
             rows = _rows(cur, """SELECT d.rep, count(*) + 1 AS size, any_value(i.prompt_id) AS prompt_id, any_value(i.problem_head) AS problem_head
-                                 FROM dups d LEFT JOIN idx i ON i.key = d.rep GROUP BY d.rep ORDER BY size DESC, d.rep LIMIT ? OFFSET ?""",
+                                 FROM dups d LEFT JOIN idx i ON i.kh = hash(d.rep) AND i.key = d.rep GROUP BY d.rep ORDER BY size DESC, d.rep LIMIT ? OFFSET ?""",
                          [limit, offset])
             return {"rows": rows, "total": total, "offset": offset, "limit": limit}
         finally:
@@ -468,8 +480,8 @@ class Snapshot:
     def cluster(self, rep: str, limit: int = 20) -> dict[str, Any] | None:
         cur = self.cursor()
         try:
-            members = _rows(cur, "SELECT i.* FROM dups d JOIN idx i USING (key) WHERE d.rep = ? ORDER BY i.seq LIMIT ?", [rep, limit])
-            head = _rows(cur, "SELECT * FROM idx WHERE key = ?", [rep])
+            members = _rows(cur, "SELECT i.* EXCLUDE (kh) FROM dups d JOIN idx i USING (sid) WHERE d.rep = ? ORDER BY i.seq LIMIT ?", [rep, limit])
+            head = _rows(cur, "SELECT * EXCLUDE (kh) FROM idx WHERE kh = hash(?) AND key = ?", [rep, rep])
             if not members or not head:
                 return None
             total = cur.execute("SELECT count(*) FROM dups WHERE rep = ?", [rep]).fetchall()[0][0]
@@ -478,7 +490,7 @@ class Snapshot:
             out = []
             for m in [*head, *members]:
                 cot = texts.get(m["key"], {}).get("cot") or ""
-                m.pop("filename", None)
+                m.pop("file_id", None)
                 m.pop("row_number", None)
                 out.append({**m, "cot": cot, "diff": None if m["key"] == rep else word_diff(rep_cot, cot)})
             return {"rep": rep, "size": total + 1, "shown": len(out), "samples": out}

@@ -93,6 +93,9 @@ class WordIndex:
                 return
             self.building = True
         t0 = time.time()
+        # The first case-insensitive match in a process sets up RE2 and compute kernels (~1 s):
+        # done here, not in the first search.
+        pc.match_substring(pa.array(["warm up"]), "up", ignore_case=True)
         try:
             for p in paths:
                 if not self.covers(p):
