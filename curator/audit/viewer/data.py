@@ -211,6 +211,42 @@ LIST_COLUMNS = ("key, prompt_id, sample_index, source, model, finish_reason, acc
                 " completion_tokens, reasoning_tokens, cost_usd, latency_s, attempts, usage_estimated, problem_head, seq")
 
 
+class Database:
+    """One DuckDB instance for the server's life: each snapshot is a compressed in-memory database
+    attached to it, so every snapshot (the one being read and the one a refresh builds) shares
+    one memory limit, and what does not fit spills to a temp folder."""
+
+    def __init__(self, memory_limit: str = "600MB"):
+        self.tmp = Path(tempfile.mkdtemp(prefix="curator-view-"))
+        self.con = duckdb.connect(":memory:")
+        self.con.execute(f"SET memory_limit = '{memory_limit}'")
+        self.con.execute(f"SET temp_directory = '{self.tmp / 'spill'}'")
+        # Order comes from ORDER BY where it matters; without it the scans stream in less memory.
+        self.con.execute("SET preserve_insertion_order = false")
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def new_name(self) -> str:
+        with self._lock:
+            self._n += 1
+            return f"snap{self._n}"
+
+    def drop(self, name: str) -> None:
+        try:
+            cur = self.con.cursor()
+            cur.execute("USE memory")
+            cur.execute(f"DETACH DATABASE IF EXISTS {name}")
+            cur.close()
+        except duckdb.Error:
+            pass  # the server is closing anyway
+
+    def close(self) -> None:
+        try:
+            self.con.close()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
 @dataclass
 class Snapshot:
     """The output directory as of `as_of`: a private DuckDB file with tables `idx` (one narrow row
@@ -218,7 +254,8 @@ class Snapshot:
 
     out_dir: Path
     con: duckdb.DuckDBPyConnection
-    tmp: Path
+    name: str  # the attached database that holds this snapshot
+    db: Database
     as_of: float
     build_s: float
     meta: dict[str, Any] = field(default_factory=dict)
@@ -228,33 +265,23 @@ class Snapshot:
     index: WordIndex | None = None  # shared with later snapshots (shards never change once written)
 
     @classmethod
-    def build(cls, out_dir: Path, memory_limit: str = "600MB") -> Snapshot:
+    def build(cls, out_dir: Path, db: Database) -> Snapshot:
         t0 = time.time()
-        tmp = Path(tempfile.mkdtemp(prefix="curator-view-"))
-        # In memory, bounded, spilling to the temp folder: no WAL or checkpoint fsyncs on a build.
-        con = duckdb.connect(":memory:")
-        con.execute("ATTACH ':memory:' AS snap (COMPRESS)")  # compressed like a file: a million rows stay small
-        con.execute("USE snap")
+        name = db.new_name()
+        con = db.con.cursor()
         try:
-            # A bounded buffer pool that spills to the temp folder: the server stays small at 1M rows.
-            con.execute(f"SET memory_limit = '{memory_limit}'")
-            con.execute(f"SET temp_directory = '{tmp / 'spill'}'")
-            # Order comes from ORDER BY where it matters; without this the scans stream in less memory.
-            con.execute("SET preserve_insertion_order = false")
-            snap = cls(out_dir=out_dir, con=con, tmp=tmp, as_of=t0, build_s=0.0)
+            con.execute(f"ATTACH ':memory:' AS {name} (COMPRESS)")  # compressed like a file: a million rows stay small
+            con.execute(f"USE {name}")
+            snap = cls(out_dir=out_dir, con=con, name=name, db=db, as_of=t0, build_s=0.0)
             snap._load()
             snap.build_s = time.time() - t0
             return snap
         except BaseException:
-            con.close()
-            shutil.rmtree(tmp, ignore_errors=True)
+            db.drop(name)
             raise
 
     def close(self) -> None:
-        try:
-            self.con.close()
-        finally:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        self.db.drop(self.name)
 
     def _load(self) -> None:
         con, out = self.con, self.out_dir.resolve()
@@ -313,8 +340,8 @@ class Snapshot:
     # ----------------------------------------------------------------------------------------
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        cur = self.con.cursor()  # one per request thread: cursors of one database are thread-safe
-        cur.execute("USE snap")
+        cur = self.db.con.cursor()  # one per request thread: cursors of one database are thread-safe
+        cur.execute(f"USE {self.name}")
         return cur
 
     def samples(self, q: Query) -> dict[str, Any]:
@@ -526,6 +553,7 @@ class Holder:
         self.lock = threading.Lock()
         self.snap: Snapshot | None = None
         self.index = WordIndex()
+        self.db = Database()
         self.error: str | None = None
         self.refreshing = False
         self.report: dict[str, Any] | None = None
@@ -543,7 +571,7 @@ class Holder:
             snap = None
             for attempt in range(3):
                 try:
-                    snap = Snapshot.build(self.out_dir)
+                    snap = Snapshot.build(self.out_dir, self.db)
                     break
                 except (duckdb.IOException, FileNotFoundError) as e:
                     # A file renamed away mid-read (a compaction, a chain swapping its verdicts): read again.
@@ -601,3 +629,4 @@ class Holder:
             p.wait()
         if self.snap is not None:
             self.snap.close()
+        self.db.close()
