@@ -186,6 +186,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--reuse", action="store_true", help="use the samples already in --out")
     ap.add_argument("--generate-only", action="store_true")
+    ap.add_argument("--no-charts", action="store_true", help="skip the charts page (`curator report --json` over everything: minutes at 1M)")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="curator-bench-view-")) / "out"
     if not (args.reuse and (out / "shards").exists()):
@@ -259,7 +260,8 @@ def main() -> None:
         timed("search common phrase (index)", lambda: page.goto(url + "#/samples?q=let%20me%20check&fields=cot"))
         timed("search absent word (index)", lambda: page.goto(url + "#/samples?q=qwertyuiop"))
         timed("search rare number (full scan)", lambda: page.goto(url + "#/samples?q=" + RARE_NUMBER))
-        timed("charts (curator report --json)", lambda: page.goto(url + "#/charts"))
+        if not args.no_charts:
+            timed("charts (curator report --json)", lambda: page.goto(url + "#/charts"))
         timed("refresh (new snapshot)", lambda: page.click("#refresh"))
         page.screenshot(path=str(out.parent / "bench-viewer.png"))
         b.close()

@@ -593,8 +593,6 @@ class Holder:
         finally:
             with self.lock:
                 self.refreshing = False
-        if self.report_state != "idle":
-            self.start_report()  # the charts were opened: keep them as fresh as the table
         if self.snap is not None:
             self.index.build(self.snap.shard_files)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import mimetypes
+import signal
 import sys
 import threading
 import traceback
@@ -108,8 +109,10 @@ class Handler(BaseHTTPRequestHandler):
                         "search_index": h.index.status(snap.shard_files) if snap else None})
             return
         if name == "report":
-            if h.report_state == "idle":
-                h.start_report()
+            snap = h.snap
+            stale = h.report_as_of is not None and snap is not None and h.report_as_of < snap.as_of
+            if h.report_state == "idle" or (stale and h.report_state != "running"):
+                h.start_report()  # only when the charts are looked at: at a million samples it is minutes and gigabytes
             self._json({"state": h.report_state, "error": h.report_error, "as_of": h.report_as_of, "report": h.report})
             return
         snap = h.snap
@@ -125,7 +128,10 @@ class Handler(BaseHTTPRequestHandler):
             s = snap.prompt(p.get("id", ""))
             self._json(s if s is not None else {"error": f"no prompt {p.get('id', '')[:80]!r} in this snapshot"}, 200 if s else 404)
         elif name == "clusters":
-            off, lim = int(p.get("offset") or 0), min(200, int(p.get("limit") or 50))
+            try:
+                off, lim = int(p.get("offset") or 0), min(200, int(p.get("limit") or 50))
+            except ValueError:
+                raise ViewerError("offset and limit are whole numbers") from None
             self._json(snap.clusters(max(0, off), max(1, lim)))
         elif name == "cluster":
             s = snap.cluster(p.get("rep", ""))
@@ -162,6 +168,12 @@ def serve_viewer(out_dir: str | Path, host: str = "127.0.0.1", port: int = 8777)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     print(f"curator view: http://{shown}:{httpd.server_address[1]}/  ({out_dir.resolve()}; reading the data...)", flush=True)
     threading.Thread(target=holder.refresh, daemon=True).start()
+
+    def stop(signum, frame):  # SIGTERM (and SIGINT where a shell left it ignored) ends it cleanly too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         httpd.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

@@ -462,7 +462,7 @@ function barChart(items, opts) {
   const max = Math.max(1, ...items.map((i) => i.value || 0));
   const g = svg("svg", { width: w, height: h, viewBox: `0 0 ${w} ${h}`, class: "chart", role: "img" });
   items.forEach((it, k) => {
-    const y = 4 + k * rowH, bw = ((w - left - 90) * (it.value || 0)) / max;
+    const y = 4 + k * rowH, bw = ((w - left - 200) * (it.value || 0)) / max;
     g.appendChild(svg("text", { x: left - 6, y: y + 15, "text-anchor": "end", class: "lbl" }, it.label));
     g.appendChild(svg("rect", { x: left, y: y + 3, width: Math.max(0, bw), height: rowH - 6, class: it.cls || "bar" }));
     g.appendChild(svg("text", { x: left + bw + 4, y: y + 15, class: "val" }, it.text !== undefined ? it.text : fmtInt(it.value)));
