@@ -46,6 +46,10 @@ SORTS = {
 LENGTH_COLUMNS = {"cot_chars", "completion_chars", "completion_tokens", "reasoning_tokens"}
 
 
+# Samples above which a snapshot (~350 MB at a million) is dropped before its successor is built.
+BIG_SNAPSHOT = 200_000
+
+
 class ViewerError(Exception):
     """An expected failure the CLI prints as one line."""
 
@@ -216,7 +220,9 @@ class Database:
     attached to it, so every snapshot (the one being read and the one a refresh builds) shares
     one memory limit, and what does not fit spills to a temp folder."""
 
-    def __init__(self, memory_limit: str = "600MB"):
+    def __init__(self, memory_limit_mb: int = 600):
+        self.limit_bytes = memory_limit_mb * 2**20
+        memory_limit = f"{memory_limit_mb}MB"
         self.tmp = Path(tempfile.mkdtemp(prefix="curator-view-"))
         self.con = duckdb.connect(":memory:")
         self.con.execute(f"SET memory_limit = '{memory_limit}'")
@@ -290,29 +296,43 @@ class Snapshot:
         catalog.refresh_views(con, out)
         shards = readable_parquet(out / "shards")
         self.shard_files = [str(p) for p in shards]
-        # ... with `shards_raw` swapped for one narrow pass over the shards: the text is read
-        # once for its lengths, never carried through the dedup window.
-        con.execute(f"CREATE TABLE raw AS {_narrow_select(shards)}")
-        con.execute("CREATE OR REPLACE VIEW shards_raw AS SELECT * FROM raw QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq) = 1")
+        # ... with `shards_raw` swapped for one narrow pass over the shards (the text is read
+        # once for its lengths, never carried through the dedup window), and `verdicts` for a copy
+        # kept by sample number. sid: so the five verdicts of a sample are stored and found by an
+        # integer, not by its 64-character key five times over; kh: a sample found by its key
+        # through an integer scan.
         groups = self.groups = row_groups(shards)
         self.file_names = list(groups)
         con.execute("CREATE TABLE files (file_id INTEGER, filename VARCHAR, rg_rows BIGINT)")
         if groups:
             con.executemany("INSERT INTO files VALUES (?, ?, ?)", [[i, f, groups[f][0]] for i, f in enumerate(self.file_names)])
-        # sid: the sample's number here, so its verdicts are kept and found by an integer, not by
-        # a 64-character key repeated once per step (five million of them at a million samples).
-        # kh: a sample is found by its key through an integer scan.
+        con.execute(f"CREATE TABLE raw AS {_narrow_select(shards)}")
+        con.execute("CREATE TABLE base AS SELECT row_number() OVER (ORDER BY seq, key) AS sid, * FROM raw"
+                    " QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq) = 1")
+        con.execute("DROP TABLE raw")
+        vfiles = readable_parquet(out / "verdicts")
+        if vfiles:
+            # The catalog's rule: one verdict per (sample, step), the newest file's.
+            con.execute(f"""
+                CREATE TABLE ver AS SELECT b.sid, v.step, v.filter, v.passed, v.reason, v.details
+                FROM read_parquet({_files_sql(vfiles)}, union_by_name=true, filename=true) v JOIN base b USING (key)
+                QUALIFY row_number() OVER (PARTITION BY b.sid, v.step ORDER BY v.filename DESC) = 1""")
+        else:
+            con.execute("CREATE TABLE ver (sid BIGINT, step INTEGER, filter VARCHAR, passed BOOLEAN, reason VARCHAR, details VARCHAR)")
+        con.execute("CREATE OR REPLACE VIEW shards_raw AS SELECT * FROM base")
+        con.execute("CREATE OR REPLACE VIEW verdicts AS SELECT b.key, v.step, v.filter, v.passed, v.reason, v.details FROM ver v JOIN base b USING (sid)")
         con.execute(
             """
             CREATE TABLE idx AS
-            SELECT row_number() OVER (ORDER BY s.seq, s.key) AS sid, s.* EXCLUDE (filename, row_number),
-                   split_part(s.reject_reason, ':', 1) AS reject_step,
+            SELECT s.* EXCLUDE (filename, row_number), split_part(s.reject_reason, ':', 1) AS reject_step,
                    f.file_id, s.row_number, s.row_number // f.rg_rows AS rg, hash(s.key) AS kh
             FROM samples s LEFT JOIN files f USING (filename)
             ORDER BY s.seq
             """
         )
-        con.execute("CREATE TABLE ver AS SELECT i.sid, v.step, v.filter, v.passed, v.reason, v.details FROM verdicts v JOIN idx i USING (key)")
+        for view in ("samples", "verdicts", "shards_raw"):
+            con.execute(f"DROP VIEW {view}")
+        con.execute("DROP TABLE base")
         con.execute(
             """
             CREATE TABLE dups AS
@@ -569,6 +589,13 @@ class Holder:
             self.refreshing = True
         try:
             snap = None
+            old = self.snap
+            if old is not None and (old.meta.get("sampled") or 0) > BIG_SNAPSHOT:
+                # A big snapshot and its successor do not both fit in the memory limit: the page
+                # says "reading the data" until the new one is there.
+                with self.lock:
+                    self.snap = None
+                old.close()
             for attempt in range(3):
                 try:
                     snap = Snapshot.build(self.out_dir, self.db)
