@@ -213,6 +213,8 @@ def main() -> None:
         if meta["ready"]:
             break
         if meta.get("error") and not meta.get("refreshing"):
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=60)
             raise SystemExit(meta["error"])
         time.sleep(0.2)
     ready_s = time.time() - t_start
