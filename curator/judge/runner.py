@@ -79,8 +79,9 @@ def _stream(out_dir: Path, columns: list[str], earlier: pl.DataFrame, batch: int
         ).drop("ok")
 
 
-def run_dataset_steps(out_dir: Path, chain: Chain, writer: VerdictWriter) -> None:
-    steps = chain.dataset_steps()
+def run_dataset_steps(out_dir: Path, chain: Chain, writer: VerdictWriter, steps: list | None = None) -> None:
+    """The chain's dataset steps (or `steps`, some of them) over every stored sample, in order."""
+    steps = chain.dataset_steps() if steps is None else steps
     if not steps:
         return
     df = None
@@ -119,9 +120,10 @@ def run_chain(out_dir: Path, chain: Chain) -> dict[str, int]:
     return {"samples": n}
 
 
-def refilter(out: Path, chain_spec: str | None = None, *, workers: int = 2) -> tuple[str, tuple[int, int, int], list[tuple[str, int]]]:
-    """`curator filter OUT [--chain CHAIN]`: re-judge everything stored; returns the chain's name,
-    (samples, accepted, rejected) and the reject reasons with their counts."""
+def refilter(out: Path, chain_spec: str | None = None, *, workers: int = 2, engine: str = "local",
+             ray_address: str | None = None) -> tuple[str, tuple[int, int, int], list[tuple[str, int]]]:
+    """`curator filter OUT [--chain CHAIN] [--engine ray]`: re-judge everything stored; returns the
+    chain's name, (samples, accepted, rejected) and the reject reasons with their counts."""
     from curator.judge.base import FilterContext
     from curator.judge.chain import load_chain
     from curator.errors import RunError
@@ -133,9 +135,22 @@ def refilter(out: Path, chain_spec: str | None = None, *, workers: int = 2) -> t
     if spec is None:
         raise RunError("no chain given (--chain) and the manifest names none")
     ctx = FilterContext(output_dir=out, base_dir=Path.cwd() if chain_spec else m.base_dir, workers=workers, teacher=m.teacher)
+    if engine not in ("local", "ray"):
+        raise RunError(f"--engine {engine!r}: choose local or ray")
+    if engine == "ray":
+        from curator.judge.ray_runner import connect
+
+        connect(ray_address)  # a missing extra or a silent address: one line, before anything is read
+    elif ray_address:
+        raise RunError("--ray-address needs --engine ray")
     c = load_chain(spec, ctx)
     try:
-        run_chain(out, c)
+        if engine == "ray":
+            from curator.judge.ray_runner import run_chain_ray
+
+            run_chain_ray(out, c, workers=workers, address=ray_address)
+        else:
+            run_chain(out, c)
     finally:
         ctx.close()
         c.close()
