@@ -21,6 +21,7 @@ n-gram index is built once on the driver and broadcast (ray.put) to the actors.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import socket
@@ -79,6 +80,7 @@ def connect(address: str | None) -> Any:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # one INFO line per stage is noise on a CLI
     return ray
 
 
