@@ -27,7 +27,7 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import polars as pl
@@ -178,12 +178,13 @@ def _clusters(pairs: np.ndarray, work: Path, nd: dict[str, Any]) -> tuple[pl.Dat
     return out, {"candidate_pairs": int(len(ea)), **found}
 
 
-def run_chain_ray(out_dir: Path, chain: Chain, *, workers: int = 2, address: str | None = None) -> dict[str, Any]:
-    """Re-judge everything stored with `chain` on Ray; returns counts and the pipeline's figures."""
+def run_chain_ray(out_dir: Path, chain: Chain, local_steps: Callable[..., None], *, workers: int = 2, address: str | None = None) -> dict[str, Any]:
+    """Re-judge everything stored with `chain` on Ray; returns counts and the pipeline's figures.
+    local_steps(out_dir, chain, writer, steps=...): how the local engine runs dataset steps (the
+    runner's `run_dataset_steps`), for the ones that stay on the driver."""
     from ray.data import ActorPoolStrategy
 
     from curator.judge.ray_stages import ChainWorker, bucket_pairs, read_piece, write_near_dup
-    from curator.judge.runner import run_dataset_steps
 
     ray = connect(address)
     t0 = time.perf_counter()
@@ -239,7 +240,7 @@ def run_chain_ray(out_dir: Path, chain: Chain, *, workers: int = 2, address: str
                              shuffle_rows=signed * b, shuffle_bytes=signed * b * 26)
         rest = [st for st in chain.dataset_steps() if st is not nd_step]
         shutil.rmtree(work, ignore_errors=True)
-        run_dataset_steps(out_dir, chain, writer, steps=rest)
+        local_steps(out_dir, chain, writer, steps=rest)
         writer.finish()
     finally:
         shutil.rmtree(work, ignore_errors=True)

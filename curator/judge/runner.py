@@ -148,7 +148,7 @@ def refilter(out: Path, chain_spec: str | None = None, *, workers: int = 2, engi
         if engine == "ray":
             from curator.judge.ray_runner import run_chain_ray
 
-            run_chain_ray(out, c, workers=workers, address=ray_address)
+            run_chain_ray(out, c, run_dataset_steps, workers=workers, address=ray_address)
         else:
             run_chain(out, c)
     finally:
