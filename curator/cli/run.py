@@ -62,7 +62,10 @@ def filter_cmd(
     """Re-run a filter chain on stored samples (no sampling); verdicts replace the old ones atomically."""
     from curator.judge.runner import refilter
 
-    name, (total, acc, rej), reasons = guard(lambda: refilter(out, chain, workers=workers, engine=engine, ray_address=ray_address))
+    figures: dict = {}
+    name, (total, acc, rej), reasons = guard(lambda: refilter(out, chain, workers=workers, engine=engine, ray_address=ray_address, figures=figures))
     print(f"chain {name}: {total} samples, {acc} accepted, {rej} rejected")
+    if figures:
+        print("ray: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
     for reason, n in reasons:
         print(f"  {reason}: {n}")

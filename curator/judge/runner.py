@@ -121,9 +121,10 @@ def run_chain(out_dir: Path, chain: Chain) -> dict[str, int]:
 
 
 def refilter(out: Path, chain_spec: str | None = None, *, workers: int = 2, engine: str = "local",
-             ray_address: str | None = None) -> tuple[str, tuple[int, int, int], list[tuple[str, int]]]:
+             ray_address: str | None = None, figures: dict | None = None) -> tuple[str, tuple[int, int, int], list[tuple[str, int]]]:
     """`curator filter OUT [--chain CHAIN] [--engine ray]`: re-judge everything stored; returns the
-    chain's name, (samples, accepted, rejected) and the reject reasons with their counts."""
+    chain's name, (samples, accepted, rejected) and the reject reasons with their counts.
+    figures: filled with the Ray pipeline's figures (shuffle volume, pairs, times)."""
     from curator.judge.base import FilterContext
     from curator.judge.chain import load_chain
     from curator.errors import RunError
@@ -148,7 +149,7 @@ def refilter(out: Path, chain_spec: str | None = None, *, workers: int = 2, engi
         if engine == "ray":
             from curator.judge.ray_runner import run_chain_ray
 
-            run_chain_ray(out, c, run_dataset_steps, workers=workers, address=ray_address)
+            (figures if figures is not None else {}).update(run_chain_ray(out, c, run_dataset_steps, workers=workers, address=ray_address))
         else:
             run_chain(out, c)
     finally:
