@@ -211,7 +211,7 @@ def run_chain_ray(out_dir: Path, chain: Chain, local_steps: Callable[..., None],
             ds = ds.map_batches(
                 ChainWorker,
                 fn_constructor_kwargs={"spec": chain.spec, "base_dir": str(base_dir), "out_dir": str(out_dir), "verdict_dir": str(writer.dir),
-                                       "workers": workers, "teacher": teacher, "indexes": indexes, "near_dup": nd},
+                                       "teacher": teacher, "indexes": indexes, "near_dup": nd},
                 batch_size=None, batch_format="pyarrow", compute=ActorPoolStrategy(size=max(1, workers)), num_cpus=1,
             )
             if nd is None:

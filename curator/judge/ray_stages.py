@@ -81,16 +81,21 @@ def read_piece(batch: dict[str, np.ndarray]) -> Iterator[pa.Table]:
 class ChainWorker:
     """One actor of the pool: builds the chain once, then judges every batch it is handed."""
 
-    def __init__(self, spec: dict[str, Any], base_dir: str, out_dir: str, verdict_dir: str, workers: int, teacher: Any,
+    def __init__(self, spec: dict[str, Any], base_dir: str, out_dir: str, verdict_dir: str, teacher: Any,
                  indexes: dict[int, Any], near_dup: dict[str, Any] | None):
         import ray
 
         from curator.judge.base import FilterContext
         from curator.judge.chain import load_chain
 
-        ctx = FilterContext(output_dir=Path(out_dir), base_dir=Path(base_dir), workers=workers, teacher=teacher)
+        ctx = FilterContext(output_dir=Path(out_dir), base_dir=Path(base_dir), workers=1, teacher=teacher)
         self.chain = load_chain(spec, ctx)
         self.steps = self.chain.sample_steps()
+        for step in self.steps:
+            if "workers" in type(step.filter.params).model_fields:
+                # One core per actor: the pool's size is the parallelism, so Math-Verify keeps one
+                # worker process (its timeouts need one) and language detection runs in the actor.
+                step.filter.params.workers = 1
         for step in self.steps:
             if step.index in indexes:  # decontam: the n-grams the driver built once and broadcast
                 step.filter.index = ray.get(indexes[step.index][0])
