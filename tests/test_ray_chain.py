@@ -197,3 +197,27 @@ def test_silent_address_and_missing_extra_are_one_line_and_touch_nothing(stored,
     err = r.stderr.strip().splitlines()
     assert r.returncode != 0 and len(err) == 1 and "curator[ray]" in err[0], r.stderr
     assert snapshot(out) == before and staging(out) == staged
+
+
+def test_run_with_engine_ray_in_the_manifest_judges_as_the_local_engine(tmp_path, cluster):
+    """`engine: ray` in a manifest: `curator run` runs near-dup on the cluster once sampling ends;
+    re-judging the same folder locally afterwards changes no verdict."""
+    probs = write_problems(tmp_path / "problems.jsonl", 30)
+    (tmp_path / "bench.jsonl").write_text(json.dumps({"question": "Tom has 10 apples and buys 9 more. How many now?"}) + "\n")
+    (tmp_path / "chain.yaml").write_text(CHAIN)
+    from curator.teacher.config import ServerConfig
+    from curator.teacher.runner import running_server
+
+    mix = {"right": 0.5, "wrong": 0.1, "duplicate": 0.3, "mixed_lang": 0.1}
+    with running_server(ServerConfig.load({"problems": str(probs), "problem_column": "question", "mix": mix})) as url:
+        m = write_manifest(tmp_path, url, n=4, filters="chain.yaml")
+        m.write_text(m.read_text() + f"engine: ray\nray_address: '{cluster.address}'\n")
+        r = cli("run", m, "--no-progress", timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "out"
+    after_run = snapshot(out)
+    assert any(v[2] == "near_dup" and not v[3] for v in after_run["verdicts"])
+    assert not list((out / "verdicts").glob(".near_dup*"))
+    r = cli("filter", out, timeout=300)  # the manifest's chain, local engine
+    assert r.returncode == 0, r.stderr
+    assert snapshot(out) == after_run

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from curator.errors import RunError
 from curator.judge.chain import Chain, Step
@@ -73,7 +74,8 @@ def connect(address: str | None) -> Any:
     # The package travels with the job, so every node runs this checkout's filters.
     env = {"py_modules": [str(Path(curator.__file__).parent)]}
     try:
-        ray.init(address=address or None, runtime_env=env, logging_level="WARNING", log_to_driver=False,
+        # "local": a new Ray of our own, never one `ray start` left running on this machine.
+        ray.init(address=address or "local", runtime_env=env, logging_level="WARNING", log_to_driver=False,
                  include_dashboard=False, configure_logging=True)
     except (ConnectionError, TimeoutError) as e:
         raise RunError(f"--ray-address {address}: cannot join the Ray cluster ({str(e).splitlines()[0]})") from None
@@ -103,8 +105,6 @@ def _shard_plan(ray: Any, out_dir: Path) -> tuple[list[dict[str, Any]], pl.DataF
     again: dict[int, list[str]] = {}
     seen: set[str] = set()
     for i in involved:  # in storage order: the first shard holding a key keeps it
-        import pyarrow.parquet as pq
-
         keys = pq.read_table(paths[i], columns=["key"]).column("key").to_pylist()
         again[i] = sorted(seen.intersection(keys))
         seen.update(keys)
@@ -118,8 +118,6 @@ def _shard_plan(ray: Any, out_dir: Path) -> tuple[list[dict[str, Any]], pl.DataF
     if rows:
         hit = np.isin(key_hashes([r["key"] for r in rows]), uniq)
         if hit.any():  # confirm on the strings of the shards that might hold them
-            import pyarrow.parquet as pq
-
             stored = {k for p in paths for k in pq.read_table(p, columns=["key"]).column("key").to_pylist()}
             rows = [r for r, h in zip(rows, hit) if not (h and r["key"] in stored)]
     journal = None
@@ -178,14 +176,63 @@ def _clusters(pairs: np.ndarray, work: Path, nd: dict[str, Any]) -> tuple[pl.Dat
     return out, {"candidate_pairs": int(len(ea)), **found}
 
 
+def _pipeline(ray: Any, out_dir: Path, chain: Chain, pieces: list[dict[str, Any]], journal: pl.DataFrame | None, verdict_dir: Path,
+              nd: dict[str, Any] | None, workers: int, sample_steps: bool = True, prior: Any = None) -> Any:
+    """The dataset up to the actor pool: pieces (and journal rows) -> ChainWorker. sample_steps:
+    run the chain's sample steps in the actors (else only near-dup, prior_passed from `prior`)."""
+    from ray.data import ActorPoolStrategy
+
+    from curator.judge.ray_stages import ChainWorker, read_piece
+
+    base_dir = chain.steps[0].filter.ctx.base_dir if chain.steps else Path.cwd()
+    teacher = chain.steps[0].filter.ctx.teacher if chain.steps else None
+    spec = chain.spec if sample_steps else {"name": chain.name, "steps": []}
+    # Decontam's index: built once here, broadcast to every actor through the object store.
+    indexes = {st.index: [ray.put(st.filter.index)] for st in chain.sample_steps() if st.name == "decontam"} if sample_steps else {}
+    ds = ray.data.from_items(pieces, override_num_blocks=max(1, len(pieces))).map_batches(read_piece, batch_size=1, batch_format="numpy") if pieces else None
+    if journal is not None:
+        jds = ray.data.from_arrow(journal.to_arrow())
+        ds = jds if ds is None else ds.union(jds)
+    return ds.map_batches(
+        ChainWorker,
+        fn_constructor_kwargs={"spec": spec, "base_dir": str(base_dir), "out_dir": str(out_dir), "verdict_dir": str(verdict_dir),
+                               "teacher": teacher, "indexes": indexes, "near_dup": nd, "prior": prior},
+        batch_size=None, batch_format="pyarrow", compute=ActorPoolStrategy(size=max(1, workers)), num_cpus=1,
+    )
+
+
+def _near_dup(ray: Any, ds: Any, nd: dict[str, Any], work: Path, verdict_dir: Path, workers: int, n: int) -> dict[str, Any]:
+    """Band keys through the hash shuffle -> candidate pairs -> clusters on the driver -> verdict
+    files written by tasks (named step{NN}-{ids}); returns the figures."""
+    from curator.engines.dedup import DedupResult
+    from curator.judge.ray_stages import bucket_pairs, write_near_dup
+
+    b = nd["bands"][0]
+    parts = max(2 * workers, math.ceil(n * b / 4_000_000))
+    grouped = ds.repartition(parts, keys=["band", "band_hash"]).map_batches(bucket_pairs, batch_size=None, batch_format="pyarrow")
+    t1 = time.perf_counter()
+    chunks = [np.column_stack([t.column("a").to_numpy(), t.column("b").to_numpy()]) for t in grouped.iter_batches(batch_size=None, batch_format="pyarrow") if t.num_rows]
+    pairs = np.concatenate(chunks) if chunks else np.empty((0, 2), np.int64)
+    t_pipe = round(time.perf_counter() - t1, 3)
+    t2 = time.perf_counter()
+    dups, found = _clusters(pairs, work, nd)
+    det = DedupResult(dups).details()
+    ref = ray.put(pa.table({"key": pa.array(list(det), pa.string()), "details": pa.array(list(det.values()), pa.string())}))
+    files = [{"path": str(f)} for _, _, f in _docs_files(work)]
+    signed = int(pl.scan_parquet([f["path"] for f in files]).select(pl.col("signed").sum()).collect().item()) if files else 0
+    if files:
+        ray.data.from_items(files, override_num_blocks=max(1, min(len(files), 4 * workers))).map_batches(
+            write_near_dup, batch_size=8, batch_format="numpy",
+            fn_kwargs={"dups": [ref], "index": nd["index"], "step_name": nd["name"], "verdict_dir": str(verdict_dir)},
+        ).materialize()
+    return {**found, "duplicates": dups.height, "bands": nd["bands"], "partitions": parts, "t_pipeline": t_pipe,
+            "t_clusters": round(time.perf_counter() - t2, 3), "shuffle_rows": signed * b, "shuffle_bytes": signed * b * 26}
+
+
 def run_chain_ray(out_dir: Path, chain: Chain, local_steps: Callable[..., None], *, workers: int = 2, address: str | None = None) -> dict[str, Any]:
     """Re-judge everything stored with `chain` on Ray; returns counts and the pipeline's figures.
     local_steps(out_dir, chain, writer, steps=...): how the local engine runs dataset steps (the
     runner's `run_dataset_steps`), for the ones that stay on the driver."""
-    from ray.data import ActorPoolStrategy
-
-    from curator.judge.ray_stages import ChainWorker, bucket_pairs, read_piece, write_near_dup
-
     ray = connect(address)
     t0 = time.perf_counter()
     pieces, journal, n = _shard_plan(ray, out_dir)
@@ -199,45 +246,11 @@ def run_chain_ray(out_dir: Path, chain: Chain, local_steps: Callable[..., None],
             if nd_step is not None:
                 work.mkdir()
                 nd = _near_dup_conf(nd_step, work)
-            base_dir = chain.steps[0].filter.ctx.base_dir if chain.steps else Path.cwd()
-            teacher = chain.steps[0].filter.ctx.teacher if chain.steps else None
-            # Decontam's index: built once here, broadcast to every actor through the object store.
-            indexes = {st.index: [ray.put(st.filter.index)] for st in chain.sample_steps() if st.name == "decontam"}
-            ds = ray.data.from_items(pieces, override_num_blocks=max(1, len(pieces))) if pieces else None
-            ds = ds.map_batches(read_piece, batch_size=1, batch_format="numpy") if ds is not None else None
-            if journal is not None:
-                jds = ray.data.from_arrow(journal.to_arrow())
-                ds = jds if ds is None else ds.union(jds)
-            ds = ds.map_batches(
-                ChainWorker,
-                fn_constructor_kwargs={"spec": chain.spec, "base_dir": str(base_dir), "out_dir": str(out_dir), "verdict_dir": str(writer.dir),
-                                       "teacher": teacher, "indexes": indexes, "near_dup": nd},
-                batch_size=None, batch_format="pyarrow", compute=ActorPoolStrategy(size=max(1, workers)), num_cpus=1,
-            )
+            ds = _pipeline(ray, out_dir, chain, pieces, journal, writer.dir, nd, workers)
             if nd is None:
                 ds.materialize()
             else:
-                b = nd["bands"][0]
-                parts = max(2 * workers, math.ceil(n * b / 4_000_000))
-                grouped = ds.repartition(parts, keys=["band", "band_hash"]).map_batches(bucket_pairs, batch_size=None, batch_format="pyarrow")
-                t1 = time.perf_counter()
-                chunks = [np.column_stack([t.column("a").to_numpy(), t.column("b").to_numpy()]) for t in grouped.iter_batches(batch_size=None, batch_format="pyarrow") if t.num_rows]
-                pairs = np.concatenate(chunks) if chunks else np.empty((0, 2), np.int64)
-                stats["t_pipeline"] = round(time.perf_counter() - t1, 3)
-                t2 = time.perf_counter()
-                dups, found = _clusters(pairs, work, nd)
-                from curator.engines.dedup import DedupResult
-
-                det = DedupResult(dups).details()
-                ref = ray.put(pa.table({"key": pa.array(list(det), pa.string()), "details": pa.array(list(det.values()), pa.string())}))
-                files = [{"path": str(f)} for _, _, f in _docs_files(work)]
-                signed = int(pl.scan_parquet([f["path"] for f in files]).select(pl.col("signed").sum()).collect().item())
-                ray.data.from_items(files, override_num_blocks=max(1, min(len(files), 4 * workers))).map_batches(
-                    write_near_dup, batch_size=8, batch_format="numpy",
-                    fn_kwargs={"dups": [ref], "index": nd["index"], "step_name": nd["name"], "verdict_dir": str(writer.dir)},
-                ).materialize()
-                stats.update(found, duplicates=dups.height, bands=nd["bands"], partitions=parts, t_clusters=round(time.perf_counter() - t2, 3),
-                             shuffle_rows=signed * b, shuffle_bytes=signed * b * 26)
+                stats.update(_near_dup(ray, ds, nd, work, writer.dir, workers, n))
         rest = [st for st in chain.dataset_steps() if st is not nd_step]
         shutil.rmtree(work, ignore_errors=True)
         local_steps(out_dir, chain, writer, steps=rest)
@@ -245,6 +258,39 @@ def run_chain_ray(out_dir: Path, chain: Chain, local_steps: Callable[..., None],
     finally:
         shutil.rmtree(work, ignore_errors=True)
     stats["t_total"] = round(time.perf_counter() - t0, 3)
+    return stats
+
+
+def run_dataset_steps_ray(out_dir: Path, chain: Chain, writer: Any, local_steps: Callable[..., None], *, workers: int = 2,
+                          address: str | None = None) -> dict[str, Any]:
+    """The dataset steps of `curator run` (`engine: ray`): the sample steps' verdicts are already
+    in `writer.dir`; near-dup runs on Ray with prior_passed broadcast from them, the new step
+    files replace the old ones once written; the other dataset steps run as the local engine does."""
+    from curator.store.verdicts import earlier_ok
+
+    nd_step = _near_dup_step(chain)
+    if nd_step is None:
+        local_steps(out_dir, chain, writer)
+        return {}
+    ray = connect(address)
+    pieces, journal, n = _shard_plan(ray, out_dir)
+    stats: dict[str, Any] = {"samples": n}
+    work = writer.dir / ".near_dup"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        if n:
+            work.mkdir()
+            nd = _near_dup_conf(nd_step, work)
+            earlier = earlier_ok([str(p) for p in writer.dir.glob("*.parquet")], nd_step.index)
+            old = set(writer.dir.glob(f"step{nd_step.index:02d}-*.parquet"))
+            ds = _pipeline(ray, out_dir, chain, pieces, journal, writer.dir, nd, workers, sample_steps=False, prior=[ray.put(earlier.to_arrow())])
+            stats.update(_near_dup(ray, ds, nd, work, writer.dir, workers, n))
+            new = set(writer.dir.glob(f"step{nd_step.index:02d}-*.parquet"))
+            for p in old - new:  # the previous verdicts of this step go once every new file is durable
+                p.unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    local_steps(out_dir, chain, writer, steps=[st for st in chain.dataset_steps() if st is not nd_step])
     return stats
 
 

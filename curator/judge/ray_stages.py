@@ -82,7 +82,7 @@ class ChainWorker:
     """One actor of the pool: builds the chain once, then judges every batch it is handed."""
 
     def __init__(self, spec: dict[str, Any], base_dir: str, out_dir: str, verdict_dir: str, teacher: Any,
-                 indexes: dict[int, Any], near_dup: dict[str, Any] | None):
+                 indexes: dict[int, Any], near_dup: dict[str, Any] | None, prior: list[Any] | None = None):
         import ray
 
         from curator.judge.base import FilterContext
@@ -101,6 +101,8 @@ class ChainWorker:
                 step.filter.index = ray.get(indexes[step.index][0])
         self.verdict_dir = Path(verdict_dir)
         self.nd = near_dup
+        # Near-dup alone (`curator run` with engine: ray): prior_passed from the stored verdicts.
+        self.prior = pl.from_arrow(ray.get(prior[0])) if prior else None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from curator.judge.chain import apply_steps
@@ -113,6 +115,8 @@ class ChainWorker:
         if self.nd is None:
             return pa.table({"rows": [df.height]})
         prior = np.ones(df.height, bool)
+        if self.prior is not None:
+            prior = df.select("key").join(self.prior, on="key", how="left", maintain_order="left")["ok"].fill_null(True).to_numpy()
         for step, f in zip(self.steps, frames):
             if step.index < self.nd["index"]:
                 prior &= f["passed"].fill_null(False).to_numpy()

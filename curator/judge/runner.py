@@ -28,10 +28,16 @@ def _accepted(frames: list[pl.DataFrame]) -> pl.Series | None:
 class IncrementalJudge:
     """Sample steps on each new batch of stored answers; counts the accepted so far for budgets."""
 
-    def __init__(self, out_dir: Path, chain: Chain, stored: set[str]):
-        """stored: every key stored so far (the open store's `keys`: no second read of the shards)."""
+    def __init__(self, out_dir: Path, chain: Chain, stored: set[str], *, engine: str = "local", ray_address: str | None = None):
+        """stored: every key stored so far (the open store's `keys`: no second read of the shards).
+        engine "ray": the dataset steps run on Ray (joined now: a missing extra fails before any spend)."""
         self.out_dir = out_dir
         self.chain = chain
+        self.engine, self.ray_address = engine, ray_address
+        if engine == "ray" and chain.dataset_steps():
+            from curator.judge.ray_runner import connect
+
+            connect(ray_address)
         self.writer = chain.verdict_writer(out_dir, replace=False)
         self.steps = chain.sample_steps()
         self.accepted = 0
@@ -65,7 +71,12 @@ class IncrementalJudge:
 
     def finish(self) -> int:
         """Run the dataset steps and publish the verdicts; returns the accepted count over all steps."""
-        run_dataset_steps(self.out_dir, self.chain, self.writer)
+        if self.engine == "ray":
+            from curator.judge.ray_runner import run_dataset_steps_ray
+
+            run_dataset_steps_ray(self.out_dir, self.chain, self.writer, run_dataset_steps, address=self.ray_address)
+        else:
+            run_dataset_steps(self.out_dir, self.chain, self.writer)
         self.writer.finish()
         self.accepted = accepted_count(self.writer.dir, [st.index for st in self.chain.steps])
         return self.accepted
