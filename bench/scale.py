@@ -4,11 +4,13 @@ shipped command: `curator filter OUT --chain filters/r1-math.yaml`, with the loc
 
     python bench/scale.py [--samples 1000000] [--words 1000] [--data DIR] [--skip-local]
 
-Prints per run: wall time, samples/s, samples/s per core (cores = the actor pool's size for Ray,
-this machine's cores for the local engine, whose Math-Verify and language pools use them all), the
-Ray overhead as a ratio against the local engine measured in the same run, the peak RSS of every
-process of the run (the CLI / Ray driver, each Ray actor, each Ray task worker), and the near-dup
-figures the Ray engine reports: band keys shuffled (rows and bytes), partitions, candidate pairs.
+Prints per run: wall time, samples/s, the CPU seconds of the whole process tree (so samples per
+CPU-second: the per-core figure, which a shared machine's load does not skew as it skews wall
+time), the Ray overhead as a ratio of CPU seconds against the local engine measured in the same
+run, the peak RSS of the CLI (the Ray driver), of the largest Ray actor (the chain's sample steps
+plus near-dup's signatures of one batch) and of the largest other Ray worker (the shuffle's
+grouping tasks), and the near-dup figures the Ray engine reports: band keys shuffled (rows and
+bytes), partitions, candidate pairs.
 Every run must leave the same verdicts: the bench checks it.
 
 Data: N samples in the real schema, written as shards (`store.shards.write_atomic`, 20,000 rows
@@ -110,55 +112,48 @@ def generate(out: Path, n: int, words: int) -> None:
 
 
 class Peaks:
-    """Peak RSS per process of a run: the command's process tree and every Ray worker process,
-    sampled every 0.2 s (psutil), keyed by (pid, the process title Ray gives it)."""
+    """Peak RSS and CPU time of every process of a run: the command and its whole process tree (a
+    local Ray's GCS, raylet and workers are children of the command), sampled every 0.2 s."""
 
     def __init__(self, root_pid: int):
         import psutil
 
         self.psutil = psutil
         self.root = psutil.Process(root_pid)
-        self.peak: dict[int, tuple[str, int]] = {}
+        self.rss: dict[int, int] = {}
+        self.cpu: dict[int, float] = {}
+        self.titles: dict[int, set[str]] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def _procs(self):
-        ps = self.psutil
-        try:
-            yield from [self.root, *self.root.children(recursive=True)]
-        except ps.NoSuchProcess:
-            pass
-        for p in ps.process_iter():
-            try:
-                if p.cmdline()[:1] and p.cmdline()[0].startswith("ray::"):
-                    yield p
-            except (ps.NoSuchProcess, ps.AccessDenied, ps.ZombieProcess):
-                continue
-
     def _run(self):
         ps = self.psutil
         while not self.stop.is_set():
-            for p in self._procs():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+            except ps.NoSuchProcess:
+                procs = []
+            for p in procs:
                 try:
-                    rss = p.memory_info().rss
-                    title = " ".join(p.cmdline())[:60]
+                    with p.oneshot():
+                        rss, t = p.memory_info().rss, p.cpu_times()
+                        title = " ".join(p.cmdline())[:80]
                 except (ps.NoSuchProcess, ps.AccessDenied, ps.ZombieProcess):
                     continue
-                old_t, old_r = self.peak.get(p.pid, ("", 0))
-                if not old_t or old_t.startswith("ray::IDLE"):  # a worker's title once it has a job
-                    old_t = title
-                self.peak[p.pid] = (old_t, max(rss, old_r))
+                self.rss[p.pid] = max(rss, self.rss.get(p.pid, 0))
+                self.cpu[p.pid] = max(t.user + t.system, self.cpu.get(p.pid, 0.0))
+                self.titles.setdefault(p.pid, set()).add(title)
             time.sleep(0.2)
 
     def finish(self) -> dict[str, float]:
         self.stop.set()
         self.thread.join()
-        actors = [r for t, r in self.peak.values() if "MapWorker" in t]
-        tasks = [r for t, r in self.peak.values() if t.startswith("ray::") and "MapWorker" not in t]
-        cli = self.peak.get(self.root.pid, ("", 0))[1]
-        return {"cli_mb": cli / 2**20, "actor_mb": max(actors, default=0) / 2**20, "task_mb": max(tasks, default=0) / 2**20,
-                "tree_mb": sum(r for t, r in self.peak.values() if not t.startswith("ray::")) / 2**20}
+        kind = {pid: ("actor" if any("MapWorker" in t for t in ts) else "ray" if any(t.startswith("ray::") for t in ts) else "other")
+                for pid, ts in self.titles.items()}
+        mb = lambda k: max((r for pid, r in self.rss.items() if kind[pid] == k), default=0) / 2**20  # noqa: E731
+        return {"cli_mb": self.rss.get(self.root.pid, 0) / 2**20, "actor_mb": mb("actor"), "task_mb": mb("ray"),
+                "cpu_s": sum(self.cpu.values()), "actor_cpu_s": sum(c for pid, c in self.cpu.items() if kind[pid] == "actor")}
 
 
 def run(out: Path, label: str, extra: list[str]) -> dict:
@@ -197,13 +192,17 @@ def main() -> None:
     for w in (1, 2):
         runs.append((run(out, f"ray, {w} worker{'s' if w > 1 else ''}", ["--engine", "ray", "--workers", str(w)]), w))
     n = a.samples
-    base = runs[0][0]["wall"] * runs[0][1] if not a.skip_local else None
-    print(f"\nr1-math chain over {n:,} stored samples ({cores} cores on this machine)")
-    print(f"{'run':<20} {'wall s':>8} {'samples/s':>10} {'/core':>8} {'core-s vs local':>16} {'CLI MB':>7} {'actor MB':>9} {'task MB':>8}")
+    base = runs[0][0]["mem"]["cpu_s"] if not a.skip_local else None
+    print(f"\nr1-math chain over {n:,} stored samples ({cores} cores on this machine, shared: wall times depend on the load,")
+    print("CPU seconds do not). samples/CPU-s counts every process of the run (Ray's GCS, raylet, agents and workers too);")
+    print("'CPU vs local' is the Ray overhead: the run's CPU seconds over the local engine's.")
+    print(f"{'run':<20} {'wall s':>7} {'samples/s':>9} {'CPU s':>7} {'samples/CPU-s':>13} {'CPU vs local':>12} {'in actors':>9} {'CLI MB':>7} {'actor MB':>8} {'task MB':>8}")
     for r, c in runs:
-        ratio = f"{r['wall'] * c / base:.2f}" if base else "-"
         m = r["mem"]
-        print(f"{r['label']:<20} {r['wall']:>8.1f} {n / r['wall']:>10.0f} {n / r['wall'] / c:>8.0f} {ratio:>16} {m['cli_mb']:>7.0f} {m['actor_mb']:>9.0f} {m['task_mb']:>8.0f}")
+        ratio = f"{m['cpu_s'] / base:.2f}" if base else "-"
+        share = f"{m['actor_cpu_s'] / m['cpu_s']:.0%}" if m["actor_cpu_s"] else "-"
+        print(f"{r['label']:<20} {r['wall']:>7.1f} {n / r['wall']:>9.0f} {m['cpu_s']:>7.0f} {n / m['cpu_s']:>13.0f} {ratio:>12} {share:>9} "
+              f"{m['cli_mb']:>7.0f} {m['actor_mb']:>8.0f} {m['task_mb']:>8.0f}")
     for r, _ in runs:
         if r["figures"]:
             f = r["figures"]

@@ -127,6 +127,7 @@ def test_ray_engine_writes_the_local_verdicts(stored, local, cluster):
     assert got["samples"] == local["samples"]
     assert got["verdicts"] == local["verdicts"]
     assert not staging(out) and not list((out / "verdicts").glob(".*near_dup*"))
+    assert list((out / "verdicts").glob("batch-" + "[0-9]" * 12 + "-" + "[0-9]" * 12 + ".parquet"))  # written by the actors
 
 
 def _wait_for_batches(out: Path, proc: subprocess.Popen, n: int, timeout: float = 240) -> Path:
@@ -218,6 +219,8 @@ def test_run_with_engine_ray_in_the_manifest_judges_as_the_local_engine(tmp_path
     after_run = snapshot(out)
     assert any(v[2] == "near_dup" and not v[3] for v in after_run["verdicts"])
     assert not list((out / "verdicts").glob(".near_dup*"))
+    # Ray's near-dup files are named by the ids they cover (the local engine's by a random suffix).
+    assert list((out / "verdicts").glob("step05-" + "[0-9]" * 12 + "-" + "[0-9]" * 12 + ".parquet"))
     r = cli("filter", out, timeout=300)  # the manifest's chain, local engine
     assert r.returncode == 0, r.stderr
     assert snapshot(out) == after_run
