@@ -18,6 +18,7 @@ import pytest
 from conftest import ROOT, cli, write_manifest, write_problems
 from curator.records import SAMPLE_SCHEMA
 from curator.store.catalog import query
+from curator.store.journal import Journal
 from curator.store.shards import write_atomic
 
 CHAIN = """name: ray-test
@@ -54,7 +55,7 @@ def cluster():
 def stored(tmp_path_factory):
     """A real output folder: 240 answers from the local teacher in several shards (a quarter of
     them one canned CoT: a near-dup bucket bigger than the all-pairs limit), plus a shard a crash
-    recovery left holding keys another shard has."""
+    recovery left holding keys another shard has, and a journal not yet compacted."""
     import pyarrow.parquet as pq
 
     from curator.config import load_manifest
@@ -76,6 +77,11 @@ def stored(tmp_path_factory):
     assert len(shards) >= 2
     again = pq.read_table(shards[0]).slice(0, 5).cast(SAMPLE_SCHEMA)
     write_atomic(again, out / "shards" / "shard-zz-recovered.parquet")
+    # A journal a crash left uncompacted: 5 answers no shard holds (copies of canned ones, so
+    # they join the big near-dup cluster) and 2 a shard already holds (read from the shard).
+    rows = pq.read_table(shards[-1]).to_pylist()
+    canned = [r for r in rows if "well-known result" in (r["completion"] or "")][:5]
+    Journal(out / "journal" / "journal-crash.jsonl").append([{**r, "key": r["key"] + "-j"} for r in canned] + rows[:2])
     return tmp, out
 
 
@@ -115,7 +121,8 @@ def test_ray_engine_writes_the_local_verdicts(stored, local, cluster):
     sizes = {json.loads(v[5])["cluster_size"] for v in nd}
     assert nd and max(sizes) > 32  # the star rule of big buckets is exercised, not only all-pairs
     assert any(v[2] == "decontam" and not v[3] for v in local["verdicts"])
-    assert len(local["samples"]) == 240 and len({v[0] for v in local["verdicts"]}) == 240
+    # The catalog shows shards (240 keys); the chain judges the journal rows too (245 keys).
+    assert len(local["samples"]) == 240 and len({v[0] for v in local["verdicts"]}) == 245
 
     # Another chain's verdicts first, so the Ray run has something to replace.
     (tmp / "other.yaml").write_text("name: other\nsteps: [length]\n")
