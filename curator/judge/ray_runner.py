@@ -162,11 +162,15 @@ def _clusters(pairs: np.ndarray, work: Path, nd: dict[str, Any]) -> tuple[pl.Dat
 
     if len(pairs) == 0:
         return pl.DataFrame(schema={"key": pl.String, "duplicate_of": pl.String, "cluster": pl.Int64, "cluster_size": pl.Int64, "jaccard_est": pl.Float64}), {
-            "candidate_pairs": 0, "verified_pairs": 0, "clusters": 0}
+            "candidate_pairs": 0, "verified_pairs": 0, "clusters": 0, "clustered_rows": 0}
     pairs = np.unique(pairs, axis=0)
     ea, eb = pairs[:, 0], pairs[:, 1]
     nodes = np.unique(pairs)
-    files = [f for lo, hi, f in _docs_files(work) if np.any((nodes >= lo) & (nodes <= hi))]
+    parts = _docs_files(work)
+    los = np.array([lo for lo, _, _ in parts], np.int64)
+    his = np.array([hi for _, hi, _ in parts], np.int64)
+    first = np.minimum(np.searchsorted(nodes, los), len(nodes) - 1)  # the first node >= each file's lo
+    files = [f for (_, _, f), hit in zip(parts, (nodes[first] >= los) & (nodes[first] <= his)) if hit]
     rows = pl.scan_parquet(files).filter(pl.col("id").is_in(pl.Series(nodes))).collect().unique("id").sort("id")
     if rows.height != len(nodes):
         raise RunError(f"near_dup on Ray: {len(nodes) - rows.height} rows of candidate pairs have no signature in {work}")
