@@ -171,7 +171,13 @@ def _clusters(pairs: np.ndarray, work: Path, nd: dict[str, Any]) -> tuple[pl.Dat
     his = np.array([hi for _, hi, _ in parts], np.int64)
     first = np.minimum(np.searchsorted(nodes, los), len(nodes) - 1)  # the first node >= each file's lo
     files = [f for (_, _, f), hit in zip(parts, (nodes[first] >= los) & (nodes[first] <= his)) if hit]
-    rows = pl.scan_parquet(files).filter(pl.col("id").is_in(pl.Series(nodes))).collect().unique("id").sort("id")
+    # File by file: nearly every work file holds some clustered row, and reading them all at once
+    # would put every signature (512 B a sample) in the driver.
+    found = []
+    for f in files:
+        t = pq.read_table(f)
+        found.append(pl.from_arrow(t.filter(pa.array(np.isin(t.column("id").to_numpy(), nodes)))))
+    rows = pl.concat(found).unique("id").sort("id")
     if rows.height != len(nodes):
         raise RunError(f"near_dup on Ray: {len(nodes) - rows.height} rows of candidate pairs have no signature in {work}")
     node_sigs = np.asarray(rows["sig"].to_arrow().flatten(), np.uint32).reshape(len(nodes), nd["num_perm"])
