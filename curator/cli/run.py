@@ -56,7 +56,7 @@ def filter_cmd(
     out: Path = typer.Argument(..., help="an output directory"),
     chain: Optional[str] = typer.Option(None, "--chain", help="a chain file (filters/NAME.yaml); default: the manifest's"),
     workers: int = typer.Option(2, help="worker processes for heavy filters (with --engine ray: the actor pool's size)"),
-    engine: str = typer.Option("local", "--engine", help="local (this machine's cores) or ray (a Ray Data pipeline; pip install 'curator[ray]')"),
+    engine: str = typer.Option("local", "--engine", help="local (this machine's cores) or ray (a Ray Data pipeline; needs the ray extra)"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="join this Ray cluster (HOST:PORT); default: start a local Ray"),
 ) -> None:
     """Re-run a filter chain on stored samples (no sampling); verdicts replace the old ones atomically."""

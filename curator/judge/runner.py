@@ -142,13 +142,13 @@ def refilter(out: Path, chain_spec: str | None = None, *, workers: int = 2, engi
     from curator.store import catalog
     from curator.store.layout import OutputDir
 
+    if engine not in ("local", "ray"):
+        raise RunError(f"--engine {engine!r}: choose local or ray")
     m = OutputDir(out).manifest()
     spec = chain_spec if chain_spec is not None else m.filters
     if spec is None:
         raise RunError("no chain given (--chain) and the manifest names none")
     ctx = FilterContext(output_dir=out, base_dir=Path.cwd() if chain_spec else m.base_dir, workers=workers, teacher=m.teacher)
-    if engine not in ("local", "ray"):
-        raise RunError(f"--engine {engine!r}: choose local or ray")
     if engine == "ray":
         from curator.judge.ray_runner import connect
 
