@@ -170,6 +170,7 @@ def test_driver_killed_mid_chain_rerun_ends_with_the_same_verdicts(stored, local
 
 def test_worker_node_lost_mid_chain_ends_with_the_same_verdicts(stored, local, cluster):
     tmp, out = stored
+    # Ray Data spreads actors over nodes (SPREAD by default): one of the two lives on this node.
     worker = next(n for n in cluster.list_all_nodes() if n is not cluster.head_node)
     proc = subprocess.Popen(filter_cmd(tmp, out, "--engine", "ray", "--ray-address", cluster.address), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
