@@ -227,7 +227,7 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
         else:
             prompts, ctx.source_fp = prompt_jobs(manifest)
         write_resolved_manifest(manifest, out.path)
-        ctx.judge = IncrementalJudge(out.path, chain, store.keys) if chain is not None else None
+        ctx.judge = IncrementalJudge(out.path, chain, store.keys, engine=manifest.engine, ray_address=manifest.ray_address) if chain is not None else None
         if ctx.judge is not None:
             stats.accepted, stats.judged = ctx.judge.accepted, ctx.judge.judged
         if manifest.budget.per_prompt is not None:
