@@ -188,6 +188,13 @@ def test_demo_runs_from_an_installed_wheel(tmp_path):
     probe = subprocess.run([sys.executable, "-c", "import curator; print(curator.__file__)"], cwd=work, env=env,
                            capture_output=True, text=True)
     assert probe.stdout.strip().startswith(str(site)), probe
+    # The console script the wheel declares (what `.venv/bin/curator` runs) starts the app.
+    (eps,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    script = next(line.split("=", 1)[1].strip() for line in (site / eps).read_text().splitlines() if line.startswith("curator ="))
+    mod, attr = script.split(":")
+    r = subprocess.run([sys.executable, "-c", f"import sys; sys.argv = ['curator', '--help']; from {mod} import {attr}; {attr}()"],
+                       cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "demo" in r.stdout and "view" in r.stdout, (script, r.stderr[-2000:])
     r = subprocess.run([sys.executable, "-m", "curator", "demo", "--no-progress"], cwd=work, env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
