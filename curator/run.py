@@ -117,15 +117,31 @@ def write_resolved_manifest(manifest: Manifest, out_dir: Path) -> None:
 
 
 def preflight(manifest: Manifest, api_key: str) -> None:
-    """Fail in one line before anything is sent: server unreachable, bad key."""
-    client = openai.OpenAI(base_url=normalise_endpoint(manifest.teacher.base_url), api_key=api_key, max_retries=2, timeout=min(30.0, manifest.limits.timeout_s))
+    """Fail in one line before anything is sent: server unreachable, bad key. A fleet fails only
+    when no replica answers (the others are taken out and probed during the run)."""
+    urls = manifest.teacher.replicas or [manifest.teacher.base_url]
+    unreachable = []
+    for url in urls:
+        try:
+            _check_server(manifest, api_key, url)
+            return
+        except RunError as e:
+            if not manifest.teacher.replicas or "refused the API key" in str(e):
+                raise
+            unreachable.append(url)
+    raise RunError(f"cannot reach any teacher replica (teacher.replicas): {', '.join(unreachable)}")
+
+
+def _check_server(manifest: Manifest, api_key: str, url: str) -> None:
+    what = "teacher.replicas" if manifest.teacher.replicas else "teacher.base_url"
+    client = openai.OpenAI(base_url=normalise_endpoint(url), api_key=api_key, max_retries=2, timeout=min(30.0, manifest.limits.timeout_s))
     try:
         client.models.list()
     except openai.APIConnectionError as e:
-        raise RunError(f"cannot reach the teacher at {manifest.teacher.base_url} (teacher.base_url): {type(e).__name__}") from None
+        raise RunError(f"cannot reach the teacher at {url} ({what}): {type(e).__name__}") from None
     except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
         env = manifest.teacher.api_key_env or "(none)"
-        raise RunError(f"the teacher at {manifest.teacher.base_url} refused the API key from {env} (HTTP {e.status_code})") from None
+        raise RunError(f"the teacher at {url} refused the API key from {env} (HTTP {e.status_code})") from None
     except openai.APIError:
         pass  # no /models on this server: the first request will tell
     finally:
@@ -374,6 +390,9 @@ def write_receipt(ctx: RunContext, complete: bool) -> Path:
         "drift_warnings": stats.warnings,
         "notices": stats.notices,
         "window": {"final": stats.window, "lowest": stats.window_lowest, "requeued_timeouts": stats.requeued},
+        # teacher.replicas: requests, errors, tokens, latency p50/p95 (+ histogram, to merge sessions) per replica
+        "replicas": stats.replicas or None,
+        "rerouted": stats.rerouted,
         # usage_estimated_samples > 0: the token and dollar totals include local estimates (no usage from the server)
         "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens, "usage_estimated_samples": stats.usage_estimated},
         "cost_usd": stats.cost_usd if (stats.cost_known and ctx.price is not None) else None,

@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 
+from curator.audit.status import replica_figures
 from curator.store import catalog
 from curator.store.layout import OutputDir
 
@@ -436,6 +437,7 @@ def build_report(out_dir: str | Path, *, per: int = PER, drift_window: int | Non
             "duplicates": duplicates(con),
             "sources": sources(con, has_chain, per),
             "runs": runs,
+            "replicas": replica_figures(out_dir),
             "wall_s": (base["last"] - base["first"]) if base["first"] is not None else None,
         }
         report["drift"] = drift(con, out_dir, drift_window)

@@ -50,6 +50,10 @@ def status(out: Path, as_json: bool = typer.Option(False, "--json", help="print 
         print(f"{info['in_rescue']} of them are in a rescue journal (OUT's journal could not be written); `curator resume {out}` stores them")
     for r in info["runs"]:
         print(f"  run {r['run_id']} ({r['command']}): {r['status']}, {r['samples']} samples")
+    for f in info.get("replicas") or []:
+        p50, p95 = (f"{x:.3f}s" if x is not None else "-" for x in (f["latency_p50_s"], f["latency_p95_s"]))
+        print(f"  replica {f['url']}: {f['requests']} requests, {f['errors']} errors, {f['tokens']:,} tokens, "
+              f"latency p50 {p50} p95 {p95}, taken out {f['taken_out']}x")
 
 
 def filter_cmd(

@@ -19,6 +19,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from curator.config import Manifest, Price
 from curator.errors import CuratorError
 from curator.sample.cost import request_cost
+from curator.sample.fleet import Fleet, FleetDown
 from curator.sample.parse import Usage, read_usage, split_reasoning
 from curator.redact import redact
 from curator.sample.ratelimit import RateLimiter, retry_after
@@ -89,6 +90,8 @@ class Stats:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # how the sampler adapted to the teacher (n ignored, congestion)
+    replicas: list[dict[str, Any]] = field(default_factory=list)  # per-replica figures (teacher.replicas)
+    rerouted: int = 0  # requests sent to another replica for free after theirs refused or was taken out
 
 
 def normalise_endpoint(base_url: str) -> str:
@@ -193,7 +196,13 @@ class Sampler:
         self.hold = hold  # True while the budget can only be judged once the filters catch up
         self.limiter = RateLimiter(self.limits.rpm, self.limits.tpm)
         # Retries are ours (tenacity), so the client's own are off.
-        self.transport = make_transport(self.t.http, self.endpoint, api_key, self.limits.timeout_s, self.limits.concurrency)
+        self.fleet: Fleet | None = None
+        if not self.t.replicas:
+            self.transport = make_transport(self.t.http, self.endpoint, api_key, self.limits.timeout_s, self.limits.concurrency)
+        else:  # base_url stays the key's identity; requests go to the replicas
+            self.fleet = self.transport = Fleet(
+                self.t.replicas, lambda url: make_transport(self.t.http, url, api_key, self.limits.timeout_s, self.limits.concurrency),
+                api_key=api_key, notify=self._notice)
         self.n_mode = self.t.n_strategy
         self.notify = notify  # shows a notice to the user (live display); stats.notices keeps them
         self._counter = counter or CharEstimate()  # a configured tokenizer was loaded up front
@@ -257,6 +266,8 @@ class Sampler:
                 self.stats.failed_attempts -= 1
                 self.limiter.observe(headers)
                 used = (data.get("usage") or {}).get("total_tokens")
+                if self.fleet is not None:
+                    self.fleet.note_usage(used)
                 self.limiter.refund(max(0, reserved - used) if isinstance(used, int) else 0)
                 return data
 
@@ -479,6 +490,8 @@ class Sampler:
                     await self._run_job(job)
                 except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as e:
                     self._fatal = FatalRequestError(_one_line(e))
+                except FleetDown as e:
+                    self._fatal = FatalRequestError(str(e))
                 except openai.BadRequestError as e:
                     if not self._any_success:
                         self._fatal = FatalRequestError(_one_line(e))
@@ -499,6 +512,8 @@ class Sampler:
         finally:
             self.stats.sampling_s = time.monotonic() - t0
             self.stats.window, self.stats.window_lowest = self.window.size, self.window.lowest
+            if self.fleet is not None:
+                self.stats.replicas, self.stats.rerouted = self.fleet.figures(), self.fleet.rerouted
             if self._notices_seen > _MAX_NOTICES:
                 self.notify(f"{self._notices_seen - _MAX_NOTICES} more notices like these (see the receipt)")
             await self.transport.close()
