@@ -37,7 +37,8 @@ from curator.sample.templates import Renderer
 from curator.sample.tokencount import TokenCounter, load_counter
 from curator.store import catalog
 from curator.store.layout import OutputDir
-from curator.store.sample_store import SampleStore
+from curator.store.sample_store import SampleStore, stored_keys
+from curator.store.workers import Board, FinishLock, Others, Part, check_split, pin_chain, record_split
 
 
 @dataclass
@@ -60,7 +61,10 @@ def api_key_for(manifest: Manifest) -> str:
     return key
 
 
-def build_jobs(manifest: Manifest, stored: set[str]) -> tuple[list[Job], int, int, str]:
+def build_jobs(manifest: Manifest, stored: set[str], part: Part | None = None,
+               keys_out: dict[str, set[str]] | None = None) -> tuple[list[Job], int, int, str]:
+    """part: only the prompts of worker I of N (by their first sample key); keys_out["all"] and
+    ["mine"] then collect every key of the run and of the part."""
     src_path = manifest.resolve(manifest.source.path)
     problems = load_problems(manifest.source, src_path)
     renderer = Renderer(manifest.template(), where=str(manifest.manifest_path or "prompt"))
@@ -75,6 +79,13 @@ def build_jobs(manifest: Manifest, stored: set[str]) -> tuple[list[Job], int, in
         ctx.setdefault("id", p.id)
         messages = renderer.render(ctx)
         keys = {i: sample_key(manifest.teacher.base_url, manifest.teacher.model, messages, params, i) for i in range(n)}
+        if part is not None:
+            if keys_out is not None:
+                keys_out.setdefault("all", set()).update(keys.values())
+            if not part.owns(keys[0]):
+                continue
+            if keys_out is not None:
+                keys_out.setdefault("mine", set()).update(keys.values())
         missing = [i for i in range(n) if keys[i] not in stored]
         total += n
         have += n - len(missing)
@@ -111,7 +122,7 @@ def write_resolved_manifest(manifest: Manifest, out_dir: Path) -> None:
     if isinstance(manifest.filters, str):
         data["filters"] = manifest.portable(manifest.filters)
     path = OutputDir(out_dir).resolved_manifest
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")  # workers of one run write it side by side
     tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     os.replace(tmp, path)
 
@@ -177,6 +188,18 @@ class RunContext:
     judge: IncrementalJudge | None = None
     display: Any = None
     monitor: Any = None
+    part: Part | None = None  # --worker I/N
+    board: Board | None = None  # the workers' spend, for budgets across them
+    all_keys: set[str] = field(default_factory=set)  # workers: every key of the run, to know when all parts are stored
+    accepted_before: int = 0
+
+    def others(self) -> Others:
+        """What the other workers spent and accepted (nothing without --worker); publishes ours."""
+        if self.board is None:
+            return Others()
+        judge = self.judge
+        self.board.publish(self.stats.cost_usd, (judge.accepted - self.accepted_before) if judge else 0, self.stats.received)
+        return self.board.others()
 
     @property
     def out_dir(self) -> Path:
@@ -184,10 +207,16 @@ class RunContext:
 
     def should_stop(self) -> str | None:
         b, judge, stats = self.manifest.budget, self.judge, self.stats
-        if b.max_accepted is not None and judge is not None and judge.accepted >= b.max_accepted:
-            return f"budget: {judge.accepted} accepted samples reached max_accepted {b.max_accepted}"
-        if b.max_accepted is not None and judge is None and self.have + stats.received >= b.max_accepted:
-            return f"budget: {self.have + stats.received} samples reached max_accepted {b.max_accepted} (no filter chain)"
+        others = self.others()
+        if b.max_usd is not None and self.board is not None and stats.cost_known:
+            spent = stats.cost_usd + others.usd
+            if spent + stats.in_flight * stats.cost_usd / max(1, stats.requests) >= b.max_usd:
+                return f"budget: the workers spent ${spent:.4f} of max_usd ${b.max_usd}"
+        if b.max_accepted is not None and judge is not None and judge.accepted + others.accepted >= b.max_accepted:
+            return f"budget: {judge.accepted + others.accepted} accepted samples reached max_accepted {b.max_accepted}"
+        have = len(self.store.keys) + others.received if self.part is not None else self.have + stats.received
+        if b.max_accepted is not None and judge is None and have >= b.max_accepted:
+            return f"budget: {have} samples reached max_accepted {b.max_accepted} (no filter chain)"
         return None
 
     def hold(self) -> bool:
@@ -198,12 +227,14 @@ class RunContext:
         if b.max_accepted is None or judge is None:
             return False
         pending = stats.received + stats.already_stored - judge.judged
-        could_be = judge.accepted + pending + stats.in_flight * self.manifest.teacher.params.n
+        could_be = judge.accepted + self.others().accepted + pending + stats.in_flight * self.manifest.teacher.params.n
         return (pending > 0 or stats.in_flight > 0) and could_be >= b.max_accepted
 
 
-def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "run") -> RunResult:
+def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "run", part: Part | None = None) -> RunResult:
+    """part: run as worker I of N on a shared OUT (curator/store/workers.py)."""
     out = OutputDir(manifest.output_dir)
+    check_split(out, part, resuming=command == "resume")
     api_key = api_key_for(manifest)
     price = find_price(manifest.teacher.model, manifest.teacher.price)
     if price is None:
@@ -217,17 +248,26 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
     if not later_session:
         preflight(manifest, api_key)  # a first run: fail before anything is written
 
-    store = SampleStore(out.path, shard_rows=manifest.store.shard_rows)
-    ctx = RunContext(manifest, out, api_key, price, store, chain, counter, command)
+    store = SampleStore(out.path, shard_rows=manifest.store.shard_rows, part=part)
+    ctx = RunContext(manifest, out, api_key, price, store, chain, counter, command, part=part)
     stats = ctx.stats
     try:
-        ctx.jobs, total, ctx.have, ctx.source_fp = build_jobs(manifest, store.keys)
+        keys: dict[str, set[str]] = {}
+        ctx.jobs, total, ctx.have, ctx.source_fp = build_jobs(manifest, store.keys, part, keys)
         write_resolved_manifest(manifest, out.path)
         stats.total_samples = total
         stats.already_stored = ctx.have
-        ctx.judge = IncrementalJudge(out.path, chain, store.keys) if chain is not None else None
+        judged = store.keys
+        if part is not None:
+            record_split(out, part)
+            ctx.board = Board(out, part, ctx.run_id)
+            ctx.all_keys, judged = keys.get("all", set()), store.keys & keys.get("mine", set())
+            if chain is not None:
+                pin_chain(out, chain.meta())
+        ctx.judge = IncrementalJudge(out.path, chain, judged) if chain is not None else None
         if ctx.judge is not None:
             stats.accepted, stats.judged = ctx.judge.accepted, ctx.judge.judged
+            ctx.accepted_before = ctx.judge.accepted
 
         if later_session and ctx.jobs and ctx.should_stop() is None:
             # A later session checks the teacher only when it will buy something: a run killed
@@ -249,7 +289,10 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
         if error is None and store.failed is not None:
             error = store.failed  # it failed after the last request was sent
         if ctx.judge is not None and error is None:
-            stats.accepted = ctx.judge.finish()
+            stats.accepted = _finish_judging(ctx)
+        if ctx.board is not None:
+            ctx.board.publish(stats.cost_usd, (ctx.judge.accepted - ctx.accepted_before) if ctx.judge else 0, stats.received,
+                              force=True, done=True)
         complete = error is None and stats.failed == 0 and stats.stop_reason is None
         try:
             receipt = write_receipt(ctx, complete)
@@ -265,6 +308,19 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
         if chain is not None:
             chain.close()
         store.close()
+
+
+def _finish_judging(ctx: RunContext) -> int:
+    """The dataset steps (near-dup...) judge every stored sample against the others: a worker runs
+    them only once every part is stored (the last one to finish), one worker at a time."""
+    judge = ctx.judge
+    if ctx.part is None:
+        return judge.finish()
+    with FinishLock(ctx.out):
+        if not ctx.chain.dataset_steps() or ctx.all_keys <= stored_keys(ctx.out_dir):
+            return judge.finish()
+    ctx.stats.notices.append(f"worker {ctx.part}: the dataset steps run when the last worker ends (or `curator filter {ctx.out_dir}`)")
+    return judge.accepted
 
 
 def _drift_monitor(out_dir: Path):
@@ -367,6 +423,7 @@ def write_receipt(ctx: RunContext, complete: bool) -> Path:
     receipt = {
         "run_id": run_id,
         "command": ctx.command,
+        "worker": str(ctx.part) if ctx.part else None,
         "complete": complete,
         "stop_reason": stats.stop_reason,
         "started_at": ctx.started,
@@ -418,8 +475,11 @@ def _record_run(ctx: RunContext, complete: bool, receipt: Path) -> None:
         con.close()
 
 
-def resume(out_dir: Path, *, progress: bool = True) -> RunResult:
-    return run_manifest(OutputDir(out_dir).manifest(), progress=progress, command="resume")
+def resume(out_dir: Path, *, progress: bool = True, part: Part | None = None) -> RunResult:
+    """Without part: one process finishes every part of a run split with --worker I/N too."""
+    out = OutputDir(out_dir)
+    check_split(out.require(), part, resuming=True)  # before anything is opened or written
+    return run_manifest(out.manifest(), progress=progress, command="resume", part=part)
 
 
 def estimate(manifest: Manifest, *, pilot: int = 50, target: int = 50_000, confidence: float = 0.9, progress: bool = False,

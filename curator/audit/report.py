@@ -78,7 +78,7 @@ def _journal_rows(out_dir: Path) -> int:
     d = OutputDir(out_dir).journal
     if not d.exists():
         return 0
-    return sum(p.read_bytes().count(b"\n") for p in d.glob("*.jsonl"))
+    return sum(p.read_bytes().count(b"\n") for p in [*d.glob("*.jsonl"), *d.glob("*/*.jsonl")])  # + workers' journals
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,24 +12,40 @@ import typer
 from curator.cli.common import guard, print_run_summary
 
 
+def _part(worker: Optional[str]):
+    from curator.store.workers import Part
+
+    return Part.parse(worker) if worker is not None else None
+
+
+_WORKER_HELP = ("run as worker I of N on a shared output folder (1/3, 2/3, 3/3 at once, on one machine or several): "
+                "each takes the prompts whose key hashes into its part")
+
+
 def run(
     manifest: Path = typer.Argument(..., help="a run manifest (YAML)"),
     progress: bool = typer.Option(True, help="show the live progress display"),
+    worker: Optional[str] = typer.Option(None, "--worker", help=_WORKER_HELP, metavar="I/N"),
 ) -> None:
     """Sample the teacher for every prompt of the manifest (only what is not stored yet), filter, store."""
     from curator.config import load_manifest
     from curator.run import run_manifest
 
     warnings.simplefilter("default")
-    result = guard(lambda: run_manifest(load_manifest(manifest), progress=progress))
+    result = guard(lambda: run_manifest(load_manifest(manifest), progress=progress, part=_part(worker)))
     print_run_summary(result)
 
 
-def resume(out: Path = typer.Argument(..., help="an output directory of an earlier run"), progress: bool = True) -> None:
+def resume(
+    out: Path = typer.Argument(..., help="an output directory of an earlier run"),
+    progress: bool = True,
+    worker: Optional[str] = typer.Option(None, "--worker", metavar="I/N",
+                                         help="finish only part I of N of a run started with --worker (default: every part)"),
+) -> None:
     """Finish a run: send only the requests whose answers are not stored."""
     from curator.run import resume as do_resume
 
-    result = guard(lambda: do_resume(out, progress=progress))
+    result = guard(lambda: do_resume(out, progress=progress, part=_part(worker)))
     print_run_summary(result)
 
 

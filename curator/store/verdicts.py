@@ -4,6 +4,7 @@ staging folder swapped in atomically when a chain replaces another), beside chai
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -62,7 +63,7 @@ class VerdictWriter:
 
     def finish(self) -> None:
         meta = {"name": self.chain["name"], "digest": self.chain["digest"], "steps": self.chain["steps"]}
-        (self.dir / CHAIN_FILE).write_text(json.dumps(meta, indent=2))
+        write_chain_file(self.dir / CHAIN_FILE, meta)
         if self.staging:
             old = self.out_dir / f".verdicts-old-{uuid.uuid4().hex[:8]}"
             if self.final.exists():
@@ -72,6 +73,13 @@ class VerdictWriter:
             shutil.rmtree(old, ignore_errors=True)
             self.dir = self.final
             self.staging = False
+
+
+def write_chain_file(path: Path, meta: dict[str, Any]) -> None:
+    """Atomically: workers of one run (--worker I/N) write it side by side, and readers never see half."""
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, path)
 
 
 def accepted_count(verdict_dir: Path, steps: list[int]) -> int:
