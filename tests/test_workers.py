@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from conftest import ROOT, cli, write_manifest
 from curator.store.sample_store import journal_paths, stored_keys
 from curator.teacher.config import ServerConfig
+from curator.teacher.reqlog import prompt_hash
 from curator.teacher.runner import ServerProcess
 
 CHAIN = "[{filter: format}, {filter: near_dup}]"
@@ -40,7 +41,9 @@ def _snapshot(out: Path) -> dict[str, tuple[int, int]]:
 
 def test_three_workers_kill_one_resume_it_alone(tmp_path):
     prompts, n, conc = 240, 2, 4
-    server = ServerProcess(ServerConfig.load({"latency_ms": 200, "mix": {"right": 0.8, "duplicate": 0.1, "no_boxed": 0.1}}))
+    log = tmp_path / "requests.jsonl"
+    server = ServerProcess(ServerConfig.load({"latency_ms": 200, "mix": {"right": 0.8, "duplicate": 0.1, "no_boxed": 0.1},
+                                              "request_log": str(log)}))
     try:
         m = write_manifest(tmp_path, server.base_url, n=n, problems=prompts, filters=CHAIN, limits=f", concurrency: {conc}")
         out = tmp_path / "out"
@@ -52,22 +55,13 @@ def test_three_workers_kill_one_resume_it_alone(tmp_path):
             assert time.monotonic() < deadline
             time.sleep(0.02)
 
-        # A second copy of a running worker is refused in one line naming its lock.
-        twin = cli("run", m, "--worker", "1/3", "--no-progress")
-        assert twin.returncode == 2 and twin.stderr.count("\n") == 1, twin.stderr
-        assert "worker 1/3 is already running" in twin.stderr and ".lock-w1of3" in twin.stderr
-        # A run without --worker would take OUT alone: refused while workers hold it.
-        plain = cli("run", m, "--no-progress")
-        assert plain.returncode == 2 and "another curator process is writing here" in plain.stderr, plain.stderr
-
-        # status and report see the union while the workers run.
+        os.kill(procs[2].pid, signal.SIGKILL)
+        procs[2].wait()
+        # status and report see the union while the other workers run.
         st = cli("status", out, "--json")
         assert st.returncode == 0, st.stderr
         assert json.loads(st.stdout)["stored"] > 0
         assert cli("report", out, "--json").returncode == 0
-
-        os.kill(procs[2].pid, signal.SIGKILL)
-        procs[2].wait()
         for i in (1, 3):
             _, err = procs[i].communicate(timeout=120)
             assert procs[i].returncode == 0, err
@@ -83,12 +77,24 @@ def test_three_workers_kill_one_resume_it_alone(tmp_path):
         # No two workers wrote the same file: every shard is named after its worker.
         owners = {p.name.split("-")[1] for p in (out / "shards").glob("*.parquet")}
         assert owners == {"w1of3", "w2of3", "w3of3"}
-        # The teacher answered each prompt once, plus at most the killed worker's requests in flight.
+        # The server's count: one answer per prompt stored, plus only answers the killed worker had
+        # not acknowledged (in flight, or received and not yet journaled), all of its own part.
         served = server.stats()["requests"]
+        lines = [json.loads(ln) for ln in log.read_text().splitlines()]
+        handed = {x["id"]: x["prompt"] for x in lines if x["status"] == 200}
+        cut = len(lines) - len(handed)  # the killed worker's requests in flight: cut off, never answered
+        assert len(lines) == served and cut <= conc
+        rows = [r for p in (out / "shards").glob("*.parquet")
+                for r in pq.read_table(p, columns=["request_id", "messages_json"]).to_pylist()]
+        used = {r["request_id"] for r in rows}
+        assert len(used) == prompts and used <= set(handed)
+        lost = set(handed) - used
+        victim_prompts = {prompt_hash(json.loads(r["messages_json"])) for p in (out / "shards").glob("shard-w2of3-*.parquet")
+                          for r in pq.read_table(p, columns=["messages_json"]).to_pylist()}
+        assert len(lost) <= 2 * conc and {handed[i] for i in lost} <= victim_prompts
         receipts = [json.loads(p.read_text()) for p in (out / "receipts").glob("*.json")]
         assert sorted(r["worker"] for r in receipts) == ["1/3", "2/3", "3/3"]
-        assert prompts <= served <= prompts + conc
-        assert sum(r["counts"]["requests"] for r in receipts) <= served
+        assert sum(r["counts"]["requests"] for r in receipts) == served - cut - len(lost) - len(acknowledged) // n
 
         # Every sample judged by every step once all parts were stored (the near-dup step over the union),
         # and the verdicts are those of re-judging everything in one process.
@@ -97,6 +103,30 @@ def test_three_workers_kill_one_resume_it_alone(tmp_path):
         before = _accepted(out)
         assert cli("filter", out).returncode == 0
         assert _accepted(out) == before and 0 < len(before[0]) < prompts * n
+    finally:
+        server.stop()
+
+
+def test_a_second_copy_of_a_worker_is_refused(tmp_path):
+    server = ServerProcess(ServerConfig.load({"latency_ms": 3000}))
+    try:
+        m = write_manifest(tmp_path, server.base_url, n=1, problems=40, limits=", concurrency: 1")
+        first = _worker(m, "1/2")
+        deadline = time.monotonic() + 60
+        while server.stats()["requests"] < 1:
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.05)
+        twin = cli("run", m, "--worker", "1/2", "--no-progress")
+        assert twin.returncode == 2 and twin.stderr.count("\n") == 1, twin.stderr
+        assert "worker 1/2 is already running" in twin.stderr and ".lock-w1of2" in twin.stderr
+        # A run without --worker takes OUT alone: refused while a worker holds it.
+        plain = cli("run", m, "--no-progress")
+        assert plain.returncode == 2 and "another curator process is writing here" in plain.stderr, plain.stderr
+        assert first.poll() is None, "the worker ended before the checks: they proved nothing"
+        other = cli("resume", tmp_path / "out", "--worker", "2/2", "--no-progress", timeout=180)  # the other part runs beside it
+        assert other.returncode == 0, other.stderr
+        first.kill()
+        first.wait()
     finally:
         server.stop()
 
