@@ -26,14 +26,46 @@ def run(
     manifest: Path = typer.Argument(..., help="a run manifest (YAML)"),
     progress: bool = typer.Option(True, help="show the live progress display"),
     worker: Optional[str] = typer.Option(None, "--worker", help=_WORKER_HELP, metavar="I/N"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="start N workers (--worker 1/N ... N/N) with --engine ray"),
+    engine: str = typer.Option("local", "--engine", help="local, or ray: the --workers run as Ray tasks"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="join this Ray cluster (default: start Ray here)"),
 ) -> None:
     """Sample the teacher for every prompt of the manifest (only what is not stored yet), filter, store."""
     from curator.config import load_manifest
     from curator.run import run_manifest
 
     warnings.simplefilter("default")
+    if workers is not None or engine != "local" or ray_address is not None:
+        _run_workers(manifest, workers, engine, ray_address, worker)
+        return
     result = guard(lambda: run_manifest(load_manifest(manifest), progress=progress, part=_part(worker)))
     print_run_summary(result)
+
+
+def _run_workers(manifest: Path, workers: Optional[int], engine: str, address: Optional[str], worker: Optional[str]) -> None:
+    from curator.cli.common import err, fail
+
+    if worker is not None:
+        fail("--worker I/N runs one worker; --workers N starts all of them: give one of the two")
+    if engine != "ray":
+        fail(f"--engine {engine}: --workers N runs on Ray (--engine ray); or start `curator run MANIFEST --worker I/N` N times")
+    if workers is None:
+        fail("--engine ray starts the workers of --workers N: give N")
+    from curator.cli.ray_workers import run_on_ray
+
+    results = guard(lambda: run_on_ray(manifest, workers, address))
+    bad = []
+    for r in results:
+        if "error" in r:
+            bad.append(r)
+            err.print(f"worker {r['worker']}: error: {r['error']}", highlight=False, markup=False)
+            continue
+        cost = "unknown" if r["cost_usd"] is None else f"${r['cost_usd']:.4f}"
+        err.print(f"worker {r['worker']}: stored {r['stored']} new samples ({r['already_stored']} already stored), "
+                  f"requests {r['requests']}, failed prompts {r['failed_prompts']}, cost {cost}"
+                  + (f"; stopped: {r['stop_reason']}" if r["stop_reason"] else ""), highlight=False, markup=False)
+    if bad or any(r.get("failed_prompts") for r in results):
+        fail(f"{len(bad)} of {len(results)} workers failed; `curator resume OUT --worker I/N` (or `curator resume OUT`) finishes them", 3)
 
 
 def resume(
