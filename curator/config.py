@@ -83,9 +83,10 @@ class Teacher(_Strict):
     params: Params = Field(default_factory=Params)
     price: Price | None = None
     n_strategy: Literal["auto", "param", "separate"] = "auto"
-    # openai: the AsyncOpenAI client (default). aiohttp: plain JSON over one aiohttp session,
-    # ~4x less client CPU per request, for fast local teachers (see curator/sample/transport.py).
-    http: Literal["openai", "aiohttp"] = "openai"
+    # aiohttp (default): plain JSON over one aiohttp session, raising the openai package's
+    # exceptions; openai: the AsyncOpenAI client, ~3x the client CPU per request, which at
+    # thousands in flight makes the client, not the teacher, the bottleneck (bench/sampling.py).
+    http: Literal["openai", "aiohttp"] = "aiohttp"
     # For teachers that send no usage: a local tokenizer.json or .gguf to count tokens with
     # (curator/sample/tokencount.py); without one, a character estimate. Such counts are flagged.
     tokenizer: str | None = None
