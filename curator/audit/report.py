@@ -360,6 +360,60 @@ def drift(con, out_dir: Path, window: int | None = None) -> list[dict[str, Any]]
     return drift_signals(df, window=window)
 
 
+def _by_mode(teacher: dict[str, Any], money: dict[str, Any]) -> dict[str, Any]:
+    """Online vs batch dollars for the same answers (issue 13): what was paid, in the run's mode,
+    priced the other way with the model's batch discount."""
+    from curator.config import Price
+    from curator.sample.cost import by_mode, find_price
+
+    price = find_price(teacher.get("model") or "", Price.model_validate(teacher["price"]) if teacher.get("price") else None)
+    paid_in = teacher.get("mode") or "online"
+    total, per50k = by_mode(money["total_usd"], price, paid_in), by_mode(money["usd_per_50k_accepted"], price, paid_in)
+    return {"paid_in": paid_in, "batch_discount": None if price is None else price.batch_discount,
+            "total_usd": total, "usd_per_50k_accepted": per50k,
+            "batch_completion_window": (teacher.get("batch") or {}).get("completion_window", "24h")}
+
+
+# Pass-rate buckets of the difficulty section: (label, low, high), a rate r in (low, high];
+# exactly 0 and exactly 1 are their own buckets (the ones nothing solved, the ones every sample did).
+PASS_BUCKETS = [("0%", -1.0, 0.0), ("0-25%", 0.0, 0.25), ("25-50%", 0.25, 0.5), ("50-75%", 0.5, 0.75),
+                ("75-<100%", 0.75, 0.999999999), ("100%", 0.999999999, 1.0)]
+
+
+def difficulty(con, has_chain: bool, top: int = 20) -> dict[str, Any]:
+    """Per prompt (catalog view `prompts`): the pass-rate histogram, the prompts that ended with no
+    accepted sample (the hard ones worth a stronger teacher), and dollars per accepted sample by
+    pass-rate bucket (what the easy prompts cost against the hard ones)."""
+    if not has_chain:
+        return {"available": False}
+    con.execute("CREATE OR REPLACE TEMP TABLE rp AS SELECT * FROM prompts WHERE pass_rate IS NOT NULL")
+    total = _one(con, "SELECT count(*) AS prompts, avg(pass_rate) AS mean_pass_rate, median(pass_rate) AS median_pass_rate, "
+                      "avg(sampled) AS mean_samples FROM rp")
+    if not total["prompts"]:
+        return {"available": False}
+    case = " ".join(f"WHEN pass_rate > {lo} AND pass_rate <= {hi} THEN {i}" for i, (_, lo, hi) in enumerate(PASS_BUCKETS))
+    rows = {r["b"]: r for r in _rows(
+        con,
+        f"""
+        SELECT CASE {case} END AS b, count(*) AS prompts, sum(sampled) AS sampled, sum(accepted) AS accepted,
+               CASE WHEN count(*) FILTER (WHERE cost_usd IS NULL) = 0 THEN sum(cost_usd) END AS usd
+        FROM rp GROUP BY 1
+        """,
+    )}
+    buckets = []
+    for i, (label, lo, hi) in enumerate(PASS_BUCKETS):
+        r = rows.get(i, {"prompts": 0, "sampled": 0, "accepted": 0, "usd": 0.0})
+        buckets.append({"bucket": label, "low": max(lo, 0.0), "high": hi if hi < 0.99 else 1.0, "prompts": r["prompts"],
+                        "sampled": r["sampled"], "accepted": r["accepted"], "usd": r["usd"],
+                        "usd_per_accepted": _div(r["usd"], r["accepted"]), "samples_per_prompt": _div(r["sampled"], r["prompts"])})
+    nothing = _one(con, "SELECT count(*) AS prompts, sum(sampled) AS sampled, "
+                        "CASE WHEN count(*) FILTER (WHERE cost_usd IS NULL) = 0 THEN sum(cost_usd) END AS usd FROM prompts WHERE accepted = 0")
+    listed = _rows(con, f"SELECT prompt_id, sampled, solved, accepted, pass_rate, cost_usd AS usd FROM prompts WHERE accepted = 0 "
+                        f"ORDER BY sampled DESC, prompt_id LIMIT {int(top)}")
+    return {"available": True, **total, "buckets": buckets,
+            "ended_with_nothing": {"prompts": nothing["prompts"], "sampled": nothing["sampled"], "usd": nothing["usd"], "examples": listed}}
+
+
 def build_report(out_dir: str | Path, *, per: int = PER, drift_window: int | None = None) -> dict[str, Any]:
     """Everything `curator report` shows, as one JSON-ready dict."""
     out_dir = Path(out_dir)
@@ -411,6 +465,7 @@ def build_report(out_dir: str | Path, *, per: int = PER, drift_window: int | Non
             m = yaml.safe_load(resolved.read_text()) or {}
             manifest_name = m.get("name")
             model = (m.get("teacher") or {}).get("model")
+            money["by_mode"] = _by_mode(m.get("teacher") or {}, money)
         report: dict[str, Any] = {
             "out_dir": str(out_dir.resolve()),
             "name": manifest_name,
@@ -436,6 +491,7 @@ def build_report(out_dir: str | Path, *, per: int = PER, drift_window: int | Non
             "languages": _lang_details(con),
             "duplicates": duplicates(con),
             "sources": sources(con, has_chain, per),
+            "difficulty": difficulty(con, has_chain),
             "runs": runs,
             "replicas": replica_figures(out_dir),
             "wall_s": (base["last"] - base["first"]) if base["first"] is not None else None,

@@ -10,6 +10,7 @@ from curator.sample.fleet import merge_figures
 from curator.store import catalog
 from curator.store.journal import read_journal
 from curator.store.layout import OutputDir
+from curator.store.ledger import summary as batch_summary
 from curator.store.rescue import rescue_paths
 from curator.store.sample_store import journal_paths
 
@@ -80,4 +81,5 @@ def status(out_dir: Path) -> dict[str, Any]:
         "rejected": rej,
         "runs": runs,
         "replicas": replica_figures(out_dir),
+        "batches": batch_summary(OutputDir(out_dir).ledger),  # batch mode: each batch as last seen
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from curator.cli import export, report, run, teacher
+from curator.cli import batch, export, report, run, teacher
 
 # No locals in tracebacks: a frame's locals can hold the API key.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -20,6 +20,7 @@ app.command()(report.estimate)
 app.command()(export.export)
 app.command()(teacher.serve)
 app.command()(teacher.demo)
+app.add_typer(batch.app, name="batch")
 
 
 def main() -> None:  # pragma: no cover

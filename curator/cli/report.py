@@ -54,6 +54,12 @@ def print_report(r: dict[str, Any], console: Console) -> None:
         t.add_row(k.replace("_", " ") + " tokens", fmt_int(tk[k]), _num(tk["per_sample"][k]), _num(tk["per_accepted"][k]), fmt_int(tk[perk][k]))
     t.add_row("[bold]dollars[/]", usd(r["total_usd"]), usd(r["usd_per_sample"]), usd(r["usd_per_accepted"]), usd(r["usd_per_50k_accepted"]))
     console.print(t)
+    bm = r["cost"].get("by_mode")
+    if bm and bm["total_usd"]["online"] is not None:
+        console.print(f"online vs batch (paid {bm['paid_in']}, batch discount {bm['batch_discount']:.0%}): "
+                      f"total {usd(bm['total_usd']['online'])} vs {usd(bm['total_usd']['batch'])}; "
+                      f"per {r['per'] // 1000}k accepted {usd(bm['usd_per_50k_accepted']['online'])} vs {usd(bm['usd_per_50k_accepted']['batch'])}; "
+                      f"batch answers arrive within {bm['batch_completion_window']}", highlight=False)
     if r["cost"].get("samples_with_estimated_usage"):
         console.print(f"[yellow]totals include estimated token counts (and costs) for {r['cost']['samples_with_estimated_usage']:,} "
                       "samples: the teacher sent no usage; set teacher.tokenizer for exact local counts[/]")
@@ -89,6 +95,25 @@ def print_report(r: dict[str, Any], console: Console) -> None:
         for s in r["sources"]:
             t.add_row(str(s["source"]), fmt_int(s["sampled"]), fmt_int(s["accepted"]), fmt_pct(s["acceptance_rate"]), usd(s["usd"]), usd(s["usd_per_accepted"]))
         console.print(t)
+
+    dif = r.get("difficulty") or {}
+    if dif.get("available"):
+        t = Table(title=f"Difficulty: {fmt_int(dif['prompts'])} prompts by pass rate (solved by the sample steps / judged); "
+                        f"mean {fmt_pct(dif['mean_pass_rate'])}", title_justify="left")
+        for c in ("pass rate", "prompts", "", "samples/prompt", "accepted", "dollars", "per accepted"):
+            t.add_column(c, justify="left" if c in ("pass rate", "") else "right")
+        top = max((b["prompts"] for b in dif["buckets"]), default=0) or 1
+        for b in dif["buckets"]:
+            bar = "█" * round(12 * b["prompts"] / top)
+            t.add_row(b["bucket"], fmt_int(b["prompts"]), bar, _num(b["samples_per_prompt"]), fmt_int(b["accepted"]), usd(b["usd"]),
+                      usd(b["usd_per_accepted"]))
+        console.print(t)
+        e = dif["ended_with_nothing"]
+        if e["prompts"]:
+            ids = ", ".join(str(x["prompt_id"]) for x in e["examples"][:10])
+            console.print(f"[yellow]{e['prompts']:,} prompts ended with no accepted sample[/] ({fmt_int(e['sampled'])} samples, "
+                          f"{usd(e['usd'])}): worth a stronger teacher; e.g. {ids}"
+                          + (" …" if e["prompts"] > 10 else "") + "  (all: SELECT * FROM prompts WHERE accepted = 0)", highlight=False)
 
     if r.get("replicas"):
         console.print(replica_table(r["replicas"]))

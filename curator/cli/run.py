@@ -25,6 +25,7 @@ _WORKER_HELP = ("run as worker I of N on a shared output folder (1/3, 2/3, 3/3 a
 def run(
     manifest: Path = typer.Argument(..., help="a run manifest (YAML)"),
     progress: bool = typer.Option(True, help="show the live progress display"),
+    detach: bool = typer.Option(False, "--detach", help="batch mode: return once the batches are submitted; `curator resume OUT` collects them"),
     worker: Optional[str] = typer.Option(None, "--worker", help=_WORKER_HELP, metavar="I/N"),
     workers: Optional[int] = typer.Option(None, "--workers", help="start N workers (--worker 1/N ... N/N) with --engine ray"),
     engine: str = typer.Option("local", "--engine", help="local, or ray: the --workers run as Ray tasks"),
@@ -38,7 +39,7 @@ def run(
     if workers is not None or engine != "local" or ray_address is not None:
         _run_workers(manifest, workers, engine, ray_address, worker)
         return
-    result = guard(lambda: run_manifest(load_manifest(manifest), progress=progress, part=_part(worker)))
+    result = guard(lambda: run_manifest(load_manifest(manifest), progress=progress, detach=detach, part=_part(worker)))
     print_run_summary(result)
 
 
@@ -71,13 +72,14 @@ def _run_workers(manifest: Path, workers: Optional[int], engine: str, address: O
 def resume(
     out: Path = typer.Argument(..., help="an output directory of an earlier run"),
     progress: bool = True,
+    detach: bool = typer.Option(False, "--detach", help="batch mode: submit what is missing, collect nothing, return"),
     worker: Optional[str] = typer.Option(None, "--worker", metavar="I/N",
                                          help="finish only part I of N of a run started with --worker (default: every part)"),
 ) -> None:
-    """Finish a run: send only the requests whose answers are not stored."""
+    """Finish a run: send only the requests whose answers are not stored (batch mode: collect its batches)."""
     from curator.run import resume as do_resume
 
-    result = guard(lambda: do_resume(out, progress=progress, part=_part(worker)))
+    result = guard(lambda: do_resume(out, progress=progress, detach=detach, part=_part(worker)))
     print_run_summary(result)
 
 
@@ -102,6 +104,23 @@ def status(out: Path, as_json: bool = typer.Option(False, "--json", help="print 
         p50, p95 = (f"{x:.3f}s" if x is not None else "-" for x in (f["latency_p50_s"], f["latency_p95_s"]))
         print(f"  replica {f['url']}: {f['requests']} requests, {f['errors']} errors, {f['tokens']:,} tokens, "
               f"latency p50 {p50} p95 {p95}, taken out {f['taken_out']}x")
+    _print_batches(info.get("batches") or [])
+
+
+def _print_batches(batches: list[dict]) -> None:
+    import time
+
+    if not batches:
+        return
+    waiting = sum(not b["collected"] for b in batches)
+    print(f"batches: {len(batches)} ({waiting} not collected yet)")
+    for b in batches:
+        c = b["counts"] or {}
+        age = f", age {b['age_s'] / 60:.0f} min" if b.get("age_s") is not None else ""
+        exp = f", expires {time.strftime('%Y-%m-%d %H:%M', time.localtime(b['expires_at']))}" if b.get("expires_at") and not b["collected"] else ""
+        done = f"{c.get('completed', 0)}/{c.get('total', b['requests'])} done, {c.get('failed', 0)} failed" if c else f"{b['requests']} requests"
+        stored = f", {b['stored']} answers stored" if b["collected"] else ""
+        print(f"  {b['id'] or b.get('file_id')}: {b['state']} ({done}{stored}{age}{exp})")
 
 
 def filter_cmd(

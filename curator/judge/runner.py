@@ -11,7 +11,7 @@ import polars as pl
 from curator.judge.base import DatasetFilter
 from curator.judge.chain import Chain, apply_steps
 from curator.store.reading import POLARS_SCHEMA, frame_from_records, iter_samples, read_samples  # noqa: F401  (re-exported)
-from curator.store.verdicts import VerdictWriter, accepted_count, earlier_ok  # noqa: F401  (re-exported)
+from curator.store.verdicts import VerdictWriter, accepted_count, accepted_keys, earlier_ok  # noqa: F401  (re-exported)
 
 _POLARS_SCHEMA = POLARS_SCHEMA
 
@@ -49,19 +49,26 @@ class IncrementalJudge:
         for start in range(0, todo.height, 5_000):
             self._judge_frame(todo.slice(start, 5_000))
 
-    def _judge_frame(self, df: pl.DataFrame) -> None:
+    def _judge_frame(self, df: pl.DataFrame) -> list[bool]:
         if df.height == 0:
-            return
+            return []
         if not self.steps:
             self.judged += df.height
-            return
+            return [True] * df.height
         frames = apply_steps(self.steps, df)
         self.writer.write(frames, "batch")
-        self.accepted += int(_accepted(frames).sum())
+        ok = _accepted(frames)
+        self.accepted += int(ok.sum())
         self.judged += df.height
+        return ok.to_list()
 
-    def judge(self, records: list[dict[str, Any]]) -> None:
-        self._judge_frame(frame_from_records(records))
+    def judge(self, records: list[dict[str, Any]]) -> list[bool]:
+        """Judge a batch with the sample steps; whether each record passed all of them, in order."""
+        return self._judge_frame(frame_from_records(records))
+
+    def accepted_keys(self) -> set[str]:
+        """Stored keys every sample step accepted (verdicts written so far, this chain's)."""
+        return accepted_keys(self.writer.dir, [st.index for st in self.steps])
 
     def finish(self) -> int:
         """Run the dataset steps and publish the verdicts; returns the accepted count over all steps."""

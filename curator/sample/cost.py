@@ -75,6 +75,16 @@ def request_cost(usage: Usage, price: Price | None, *, batch: bool = False) -> f
     return dollars
 
 
+def by_mode(usd: float | None, price: Price | None, paid_in: str) -> dict[str, float | None]:
+    """The same tokens bought online and through a batch API, from dollars paid in `paid_in`
+    ("online" or "batch"): the batch discount applies to the whole request (request_cost)."""
+    if usd is None or price is None:
+        return {"online": None, "batch": None}
+    keep = 1 - price.batch_discount
+    online = usd if paid_in == "online" else usd / keep
+    return {"online": online, "batch": online * keep}
+
+
 def format_usd(x: float | None, unknown: str = "unknown") -> str:
     """Dollars for people: cents for large sums, more digits for small ones."""
     if x is None:

@@ -19,8 +19,8 @@ reordering them never changes a key.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
@@ -76,6 +76,7 @@ class Replica:
     errors: int = 0
     tokens: int = 0
     taken_out: int = 0
+    rerouted: int = 0  # its requests sent to another replica for free (refused, or it was taken out)
     last_error: str | None = None
     hist: dict[int, int] = field(default_factory=dict)  # latency bucket -> answers
 
@@ -86,7 +87,7 @@ class Replica:
     def figures(self) -> dict[str, Any]:
         return {"url": self.url, "requests": self.requests, "errors": self.errors, "tokens": self.tokens,
                 "latency_p50_s": quantile(self.hist, 0.5), "latency_p95_s": quantile(self.hist, 0.95),
-                "taken_out": self.taken_out, "up": self.up, "last_error": self.last_error,
+                "taken_out": self.taken_out, "rerouted": self.rerouted, "up": self.up, "last_error": self.last_error,
                 "latency_hist": {str(k): v for k, v in sorted(self.hist.items())}}
 
 
@@ -109,8 +110,8 @@ def merge_figures(groups: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     merged: dict[str, dict[str, Any]] = {}
     for figures in groups:
         for f in figures or []:
-            m = merged.setdefault(f["url"], {"url": f["url"], "requests": 0, "errors": 0, "tokens": 0, "taken_out": 0, "hist": {}})
-            for k in ("requests", "errors", "tokens", "taken_out"):
+            m = merged.setdefault(f["url"], {"url": f["url"], "requests": 0, "errors": 0, "tokens": 0, "taken_out": 0, "rerouted": 0, "hist": {}})
+            for k in ("requests", "errors", "tokens", "taken_out", "rerouted"):
                 m[k] += f.get(k) or 0
             for b, n in (f.get("latency_hist") or {}).items():
                 m["hist"][int(b)] = m["hist"].get(int(b), 0) + n
@@ -122,15 +123,19 @@ def merge_figures(groups: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return out
 
 
-_served_by: contextvars.ContextVar[Replica | None] = contextvars.ContextVar("curator_replica", default=None)
+# A body's usage.total_tokens (a quote inside a JSON string is escaped, so this matches only the key).
+_TOTAL_TOKENS = re.compile(rb'"total_tokens"\s*:\s*(\d+)')
 
 
 class Fleet:
     """Several transports behind one `post`; see the module's docstring."""
 
     def __init__(self, urls: list[str], make_transport: Callable[[str], Any], *, api_key: str,
-                 notify: Callable[[str], None] = lambda _m: None,
-                 probe: Callable[[str], Awaitable[bool]] | None = None):
+                 notify: Callable[[str], None] = lambda _m: None, abort: Callable[[str], None] = lambda _m: None,
+                 stats: Any = None, probe: Callable[[str], Awaitable[bool]] | None = None):
+        """abort: stops the run (no replica left); stats: gets `replicas` (the figures) at close."""
+        self.abort = abort
+        self.stats = stats
         self.replicas = [Replica(url.rstrip("/"), make_transport(url.rstrip("/")), i) for i, url in enumerate(urls)]
         self.api_key = api_key
         self.notify = notify
@@ -139,7 +144,16 @@ class Fleet:
         self._back = asyncio.Event()  # set whenever a replica comes back
         self._turn = 0
         self._session = None
-        self.rerouted = 0  # requests re-sent to another replica for free
+
+    @classmethod
+    def for_teacher(cls, teacher: Any, limits: Any, api_key: str, **kw: Any) -> "Fleet | None":
+        """The fleet of `teacher.replicas` (one transport each), None without replicas."""
+        from curator.sample.transport import make_transport
+
+        if not teacher.replicas:
+            return None
+        return cls(teacher.replicas, lambda url: make_transport(teacher.http, url, api_key, limits.timeout_s, limits.concurrency),
+                   api_key=api_key, **kw)
 
     # -- choice -------------------------------------------------------------------------------
 
@@ -161,6 +175,7 @@ class Fleet:
         while r is None:
             left = deadline - time.monotonic()
             if left <= 0:
+                self.abort(self.down_message())  # the run stops: nothing new is sent, resume finishes
                 raise FleetDown(self.down_message())
             self._back.clear()
             try:
@@ -197,13 +212,14 @@ class Fleet:
                     # (with none left, _choose waits for a probe, then fails the run).
                     avoid.add(r.index)
                     hops += 1
-                    self.rerouted += 1
+                    r.rerouted += 1
                     continue
                 raise
             r.in_flight -= 1
             r.failures = 0
             r.observe(time.monotonic() - start)
-            _served_by.set(r)
+            m = _TOTAL_TOKENS.search(content)
+            r.tokens += int(m.group(1)) if m else 0
             return content, headers
 
     def _failed(self, r: Replica, e: Exception) -> bool:
@@ -223,12 +239,6 @@ class Fleet:
         # request: another replica gets it. With no other one up, only an out replica's requests
         # go round (they wait for a probe); a lone replica's lost connection is a normal retry.
         return not r.up or (lost and self._pick({r.index}) is not None)
-
-    def note_usage(self, tokens: int | None) -> None:
-        """Tokens of the answer the last `post` of this task received (the sampler parses the body)."""
-        r = _served_by.get()
-        if r is not None and isinstance(tokens, int):
-            r.tokens += tokens
 
     # -- health -------------------------------------------------------------------------------
 
@@ -270,6 +280,8 @@ class Fleet:
         return [r.figures() for r in self.replicas]
 
     async def close(self) -> None:
+        if self.stats is not None:
+            self.stats.replicas = self.figures()
         for t in self._probes.values():
             t.cancel()
         await asyncio.gather(*self._probes.values(), return_exceptions=True)

@@ -57,6 +57,12 @@ class RunProgress:
         if self.enabled:
             self.progress.console.print(f"[yellow]warning:[/] {message}")
 
+    def note(self, message: str) -> None:
+        """A state change to show (batch mode: submitted, in progress, finalizing, downloading)."""
+        if self.enabled:
+            self.progress.console.print(message, highlight=False, markup=False)
+            self.refresh(force=True)
+
     def refresh(self, force: bool = False) -> None:
         if not self.enabled:
             return

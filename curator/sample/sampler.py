@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -19,7 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from curator.config import Manifest, Price
 from curator.errors import CuratorError
 from curator.sample.cost import request_cost
-from curator.sample.fleet import Fleet, FleetDown
+from curator.sample.fleet import Fleet
 from curator.sample.parse import Usage, read_usage, split_reasoning
 from curator.redact import redact
 from curator.sample.ratelimit import RateLimiter, retry_after
@@ -55,12 +56,51 @@ class Job:
     indices: list[int]  # sample indices still without an answer
     keys: dict[int, str]
     _json: tuple[str, str] | None = None
+    answered: set[int] = field(default_factory=set)  # indices answered (handed to the store) so far
 
     def stored_json(self) -> tuple[str, str]:
         """(row_json, messages_json), serialised once for the job's n samples."""
         if self._json is None:
             self._json = (json.dumps(self.problem.row, ensure_ascii=False, default=str), json.dumps(self.messages, ensure_ascii=False))
         return self._json
+
+
+class JobFeed:
+    """The jobs the workers take. Closed from the start for a fixed list; kept open while answers
+    still on their way to the judge may ask for more (budget.per_prompt), so new jobs join the
+    queue the workers already drain: the in-flight window stays full across rounds."""
+
+    def __init__(self, jobs: list[Job], *, open_: bool = False):
+        self._queue = deque(jobs)
+        self._wake = asyncio.Event()
+        self.closed = not open_
+
+    def put(self, job: Job, *, front: bool = False) -> None:
+        if front:
+            self._queue.appendleft(job)
+        else:
+            self._queue.append(job)
+        self._wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    def empty(self) -> bool:
+        return not self._queue
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    async def get(self) -> Job | None:
+        """The next job; None once the feed is closed and drained."""
+        while True:
+            if self._queue:
+                return self._queue.popleft()
+            if self.closed:
+                return None
+            self._wake.clear()
+            await self._wake.wait()
 
 
 @dataclass
@@ -90,8 +130,7 @@ class Stats:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # how the sampler adapted to the teacher (n ignored, congestion)
-    replicas: list[dict[str, Any]] = field(default_factory=list)  # per-replica figures (teacher.replicas)
-    rerouted: int = 0  # requests sent to another replica for free after theirs refused or was taken out
+    replicas: list[dict[str, Any]] = field(default_factory=list)  # per-replica figures (teacher.replicas, curator/sample/fleet.py)
 
 
 def normalise_endpoint(base_url: str) -> str:
@@ -114,6 +153,18 @@ def request_params(manifest: Manifest) -> dict[str, Any]:
     p = manifest.teacher.params.model_dump(exclude_none=True)
     p.pop("n", None)
     return p
+
+
+def request_body(model: str, messages: list[dict[str, str]], params: dict[str, Any], n: int, extra_seed: int) -> dict[str, Any]:
+    """The chat completion request for `n` samples of a prompt, online or as a batch file line."""
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    body.update((k, v) for k, v in params.items() if k != "extra_body")
+    body.update(params.get("extra_body") or {})
+    if n > 1:
+        body["n"] = n
+    if extra_seed and "seed" in body:
+        body["seed"] = body["seed"] + extra_seed
+    return body
 
 
 def _is_retryable(exc: BaseException) -> bool:
@@ -170,6 +221,106 @@ def _shares(weights: list[int], total: int | None) -> list[int | None]:
     return parts
 
 
+class RecordMaker:
+    """A chat completion -> the records the store keeps (CoT split, usage shared over choices,
+    cost at the price paid): one function for online answers and batch output lines alike."""
+
+    def __init__(self, manifest: Manifest, price: Price | None, counter: TokenCounter | None = None, *, batch: bool = False):
+        self.m = manifest
+        self.t = manifest.teacher
+        self.endpoint = normalise_endpoint(self.t.base_url)
+        self._params_json = json.dumps(request_params(manifest), sort_keys=True)
+        self.price = price
+        self.batch = batch  # priced with the provider's batch discount
+        self._counter = counter or CharEstimate()
+
+    def records(self, job: Job, data: dict[str, Any], indices: list[int], attempts: int,
+                latency: float) -> tuple[list[dict[str, Any]], Usage, float | None, bool]:
+        """The stored records of one chat completion answering `indices` of `job`, with the
+        request's usage (filled in locally when the server sent none), its cost and whether
+        that usage was estimated."""
+        choices = sorted(data["choices"], key=lambda c: c.get("index", 0))[: len(indices)]
+        messages = [c.get("message") or {} for c in choices]
+        splits = [split_reasoning(msg) for msg in messages]
+        usage = read_usage(data.get("usage"))
+        estimated = usage.prompt_tokens is None or usage.completion_tokens is None
+        weights = [len(s.cot) + len(s.completion) + 1 for s in splits]
+        ctoks = _shares(weights, usage.completion_tokens)
+        rtoks = _shares([len(s.cot) + 1 for s in splits], usage.reasoning_tokens)
+        if estimated:
+            usage, counted = self._estimated_usage(usage, job.messages, messages, splits)
+            if counted is not None:  # each choice's own count, not a share of a total
+                ctoks, rtoks = counted
+                weights = [c + 1 for c in ctoks]
+        cost = request_cost(usage, self.price, batch=self.batch)
+        ptoks = _shares([1] * len(splits), usage.prompt_tokens)
+        cached = _shares([1] * len(splits), usage.cached_tokens)
+        now = time.time()
+        row_json, messages_json = job.stored_json()
+        params_json = self._params_json
+        out = []
+        for i, (choice, msg, sp) in enumerate(zip(choices, messages, splits)):
+            idx = indices[i]
+            out.append(
+                {
+                    "key": job.keys[idx],
+                    "run": self.m.name,
+                    "prompt_id": job.problem.id,
+                    "sample_index": idx,
+                    "source": self.m.source.path,
+                    "problem": job.problem.problem,
+                    "gold": job.problem.gold,
+                    "row_json": row_json,
+                    "messages_json": messages_json,
+                    "cot": sp.cot,
+                    "completion": sp.completion,
+                    "cot_source": sp.cot_source,
+                    "raw_content": msg.get("content"),
+                    "finish_reason": choice.get("finish_reason"),
+                    "prompt_tokens": ptoks[i],
+                    "completion_tokens": ctoks[i],
+                    "reasoning_tokens": rtoks[i],
+                    "cached_tokens": cached[i],
+                    "cost_usd": None if cost is None else cost * (weights[i] / (sum(weights) or 1)),
+                    "usage_estimated": estimated,
+                    "model": data.get("model") or self.t.model,
+                    "endpoint": self.endpoint,
+                    "params_json": params_json,
+                    "request_id": data.get("id"),
+                    "attempts": attempts,
+                    "latency_s": latency,
+                    "created_at": now,
+                }
+            )
+        return out, usage, cost, estimated
+
+    def _estimated_usage(self, usage: Usage, request: list[dict[str, str]], messages: list[dict[str, Any]],
+                         splits) -> tuple[Usage, tuple[list[int], list[int]] | None]:
+        """The server sent no (or part of its) usage: count locally what is missing. Returns the
+        filled-in usage and, when the completion was counted here, each choice's (completion,
+        reasoning) tokens."""
+        count = self._counter.count
+        counted = None
+        completion, reasoning = usage.completion_tokens, usage.reasoning_tokens
+        if completion is None:
+            per_choice, per_cot = [], []
+            for m, sp in zip(messages, splits):
+                cot = count(sp.cot)
+                field = m.get(_reasoning_field(m)) or ""
+                # A separate reasoning field is the CoT itself: tokenised once, not twice.
+                per_choice.append(count(m.get("content") or "") + (cot if field == sp.cot else count(field)))
+                per_cot.append(cot)
+            counted = (per_choice, per_cot)
+            completion, reasoning = sum(per_choice), sum(per_cot)
+        filled = Usage(
+            prompt_tokens=usage.prompt_tokens if usage.prompt_tokens is not None else prompt_tokens(self._counter, request),
+            completion_tokens=completion,
+            reasoning_tokens=reasoning,
+            cached_tokens=usage.cached_tokens,
+        )
+        return filled, counted
+
+
 class Sampler:
     def __init__(
         self,
@@ -182,6 +333,7 @@ class Sampler:
         hold: Callable[[], bool] = lambda: False,
         counter: TokenCounter | None = None,
         notify: Callable[[str], None] = lambda _m: None,
+        on_failed: Callable[[Job], None] = lambda _j: None,
     ):
         self.m = manifest
         self.t = manifest.teacher
@@ -195,18 +347,16 @@ class Sampler:
         self.should_stop = should_stop
         self.hold = hold  # True while the budget can only be judged once the filters catch up
         self.limiter = RateLimiter(self.limits.rpm, self.limits.tpm)
-        # Retries are ours (tenacity), so the client's own are off.
-        self.fleet: Fleet | None = None
-        if not self.t.replicas:
-            self.transport = make_transport(self.t.http, self.endpoint, api_key, self.limits.timeout_s, self.limits.concurrency)
-        else:  # base_url stays the key's identity; requests go to the replicas
-            self.fleet = self.transport = Fleet(
-                self.t.replicas, lambda url: make_transport(self.t.http, url, api_key, self.limits.timeout_s, self.limits.concurrency),
-                api_key=api_key, notify=self._notice)
+        # Retries are ours (tenacity), so the client's own are off. With teacher.replicas a fleet stands in (keys still hash base_url).
+        self.fleet = Fleet.for_teacher(self.t, self.limits, api_key, notify=self._notice, abort=self.abort, stats=stats)
+        self.transport = self.fleet or make_transport(self.t.http, self.endpoint, api_key, self.limits.timeout_s, self.limits.concurrency)
         self.n_mode = self.t.n_strategy
         self.notify = notify  # shows a notice to the user (live display); stats.notices keeps them
         self._counter = counter or CharEstimate()  # a configured tokenizer was loaded up front
+        self.maker = RecordMaker(manifest, price, self._counter)
         self._notices_seen = 0
+        self.on_failed = on_failed  # a job given up on (its unanswered indices wait for resume)
+        self._feed: JobFeed | None = None
         self.window = AdaptiveWindow(self.limits.concurrency, self.limits.timeout_s, self._notice)
         self._fatal: FatalRequestError | None = None
         self._any_success = False
@@ -219,13 +369,7 @@ class Sampler:
         return prompt + n * (self.t.params.max_tokens or 4096)
 
     async def _post(self, messages: list[dict[str, str]], n: int, extra_seed: int) -> tuple[dict[str, Any], int, float]:
-        body: dict[str, Any] = {"model": self.t.model, "messages": messages}
-        body.update((k, v) for k, v in self.params.items() if k != "extra_body")
-        body.update(self.params.get("extra_body") or {})
-        if n > 1:
-            body["n"] = n
-        if extra_seed and "seed" in body:
-            body["seed"] = body["seed"] + extra_seed
+        body = request_body(self.t.model, messages, self.params, n, extra_seed)
         start = time.monotonic()
         state = {"attempts": 0, "requeued": 0}
 
@@ -266,8 +410,6 @@ class Sampler:
                 self.stats.failed_attempts -= 1
                 self.limiter.observe(headers)
                 used = (data.get("usage") or {}).get("total_tokens")
-                if self.fleet is not None:
-                    self.fleet.note_usage(used)
                 self.limiter.refund(max(0, reserved - used) if isinstance(used, int) else 0)
                 return data
 
@@ -318,89 +460,11 @@ class Sampler:
     # -- one job: a prompt and the sample indices it still lacks ---------------------------------
 
     def _records(self, job: Job, data: dict[str, Any], indices: list[int], attempts: int, latency: float) -> list[dict[str, Any]]:
-        choices = sorted(data["choices"], key=lambda c: c.get("index", 0))[: len(indices)]
-        messages = [c.get("message") or {} for c in choices]
-        splits = [split_reasoning(msg) for msg in messages]
-        usage = read_usage(data.get("usage"))
-        estimated = usage.prompt_tokens is None or usage.completion_tokens is None
-        weights = [len(s.cot) + len(s.completion) + 1 for s in splits]
-        ctoks = _shares(weights, usage.completion_tokens)
-        rtoks = _shares([len(s.cot) + 1 for s in splits], usage.reasoning_tokens)
-        if estimated:
-            usage, counted = self._estimated_usage(usage, job.messages, messages, splits)
-            if counted is not None:  # each choice's own count, not a share of a total
-                ctoks, rtoks = counted
-                weights = [c + 1 for c in ctoks]
-        cost = request_cost(usage, self.price)
-        ptoks = _shares([1] * len(splits), usage.prompt_tokens)
-        cached = _shares([1] * len(splits), usage.cached_tokens)
-        now = time.time()
-        row_json, messages_json = job.stored_json()
-        params_json = self._params_json
-        out = []
-        for i, (choice, msg, sp) in enumerate(zip(choices, messages, splits)):
-            idx = indices[i]
-            out.append(
-                {
-                    "key": job.keys[idx],
-                    "run": self.m.name,
-                    "prompt_id": job.problem.id,
-                    "sample_index": idx,
-                    "source": self.m.source.path,
-                    "problem": job.problem.problem,
-                    "gold": job.problem.gold,
-                    "row_json": row_json,
-                    "messages_json": messages_json,
-                    "cot": sp.cot,
-                    "completion": sp.completion,
-                    "cot_source": sp.cot_source,
-                    "raw_content": msg.get("content"),
-                    "finish_reason": choice.get("finish_reason"),
-                    "prompt_tokens": ptoks[i],
-                    "completion_tokens": ctoks[i],
-                    "reasoning_tokens": rtoks[i],
-                    "cached_tokens": cached[i],
-                    "cost_usd": None if cost is None else cost * (weights[i] / (sum(weights) or 1)),
-                    "usage_estimated": estimated,
-                    "model": data.get("model") or self.t.model,
-                    "endpoint": self.endpoint,
-                    "params_json": params_json,
-                    "request_id": data.get("id"),
-                    "attempts": attempts,
-                    "latency_s": latency,
-                    "created_at": now,
-                }
-            )
+        out, usage, cost, estimated = self.maker.records(job, data, indices, attempts, latency)
         self._account(usage, cost)
         if estimated:
             self.stats.usage_estimated += len(out)
         return out
-
-    def _estimated_usage(self, usage: Usage, request: list[dict[str, str]], messages: list[dict[str, Any]],
-                         splits) -> tuple[Usage, tuple[list[int], list[int]] | None]:
-        """The server sent no (or part of its) usage: count locally what is missing. Returns the
-        filled-in usage and, when the completion was counted here, each choice's (completion,
-        reasoning) tokens."""
-        count = self._counter.count
-        counted = None
-        completion, reasoning = usage.completion_tokens, usage.reasoning_tokens
-        if completion is None:
-            per_choice, per_cot = [], []
-            for m, sp in zip(messages, splits):
-                cot = count(sp.cot)
-                field = m.get(_reasoning_field(m)) or ""
-                # A separate reasoning field is the CoT itself: tokenised once, not twice.
-                per_choice.append(count(m.get("content") or "") + (cot if field == sp.cot else count(field)))
-                per_cot.append(cot)
-            counted = (per_choice, per_cot)
-            completion, reasoning = sum(per_choice), sum(per_cot)
-        filled = Usage(
-            prompt_tokens=usage.prompt_tokens if usage.prompt_tokens is not None else prompt_tokens(self._counter, request),
-            completion_tokens=completion,
-            reasoning_tokens=reasoning,
-            cached_tokens=usage.cached_tokens,
-        )
-        return filled, counted
 
     def _notice(self, message: str) -> None:
         self._notices_seen += 1
@@ -446,8 +510,9 @@ class Sampler:
                 raise MalformedResponse("the server answered with no choices")
             self._any_success = True
             self.stats.received += len(records)
-            self.submit(records)
             done = {r["sample_index"] for r in records}
+            job.answered |= done
+            self.submit(records)
             if len(batch) > 1 and len(done) < len(batch) and self.t.n_strategy == "auto" and self.n_mode != "separate":
                 self.n_mode = "separate"
                 self._notice(
@@ -459,6 +524,8 @@ class Sampler:
     def abort(self, message: str) -> None:
         """Stop sending (storage failed): in-flight answers finish, nothing new is bought."""
         self._fatal = FatalRequestError(message)
+        if self._feed is not None:
+            self._feed.close()
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -472,27 +539,35 @@ class Sampler:
             return f"budget: spent ${self.stats.cost_usd:.4f} of max_usd ${b.max_usd}"
         return self.should_stop()
 
-    async def run(self, jobs: list[Job]) -> None:
-        queue = iter(jobs)
+    async def run(self, jobs: list[Job] | JobFeed) -> None:
+        feed = jobs if isinstance(jobs, JobFeed) else JobFeed(jobs)
+        self._feed = feed
+        if self._fatal is not None:
+            feed.close()
+
+        def stop(reason: str | None = None) -> None:
+            if reason:
+                self.stats.stop_reason = reason
+            feed.close()  # wakes the workers waiting for a job that will not come
 
         async def worker() -> None:
-            for job in queue:
+            while (job := await feed.get()) is not None:
                 if self._fatal is not None or self.stats.stop_reason:
-                    return
+                    return stop()
                 while self.hold() and self._fatal is None:
                     await asyncio.sleep(0.02)
                 reason = self._budget_stop()
                 if reason:
-                    self.stats.stop_reason = reason
-                    return
+                    return stop(reason)
                 self.stats.in_flight += 1
+                failed = False
                 try:
                     await self._run_job(job)
                 except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as e:
                     self._fatal = FatalRequestError(_one_line(e))
-                except FleetDown as e:
-                    self._fatal = FatalRequestError(str(e))
+                    failed = True
                 except openai.BadRequestError as e:
+                    failed = True
                     if not self._any_success:
                         self._fatal = FatalRequestError(_one_line(e))
                     else:  # one bad prompt (too long...) must not stop a paid-for run
@@ -501,19 +576,23 @@ class Sampler:
                 except Exception as e:  # retries exhausted: record, go on, resume will retry
                     if isinstance(e, (asyncio.CancelledError, KeyboardInterrupt)):
                         raise
+                    failed = True
                     self.stats.failed += 1
                     self.stats.errors.append(f"prompt {job.problem.id}: {_one_line(e)}")
                 finally:
                     self.stats.in_flight -= 1
+                if failed:
+                    self.on_failed(job)
+                    if self._fatal is not None:
+                        return stop()
 
+        workers = self.limits.concurrency if not feed.closed else min(self.limits.concurrency, max(1, len(feed)))
         t0 = time.monotonic()
         try:
-            await asyncio.gather(*(worker() for _ in range(min(self.limits.concurrency, max(1, len(jobs))))))
+            await asyncio.gather(*(worker() for _ in range(workers)))
         finally:
             self.stats.sampling_s = time.monotonic() - t0
             self.stats.window, self.stats.window_lowest = self.window.size, self.window.lowest
-            if self.fleet is not None:
-                self.stats.replicas, self.stats.rerouted = self.fleet.figures(), self.fleet.rerouted
             if self._notices_seen > _MAX_NOTICES:
                 self.notify(f"{self._notices_seen - _MAX_NOTICES} more notices like these (see the receipt)")
             await self.transport.close()

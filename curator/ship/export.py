@@ -68,11 +68,12 @@ _SQL = """
 SELECT s.key, s.run, s.prompt_id, s.sample_index, s.source, s.problem, s.gold, s.row_json, s.messages_json,
        s.cot, s.completion, s.cot_source, s.finish_reason, s.prompt_tokens, s.completion_tokens,
        s.reasoning_tokens, s.cached_tokens, s.cost_usd, s.model, s.endpoint, s.params_json,
-       s.accepted, s.reject_reason, v.verdicts
+       s.accepted, s.reject_reason, v.verdicts, p.pass_rate
 FROM samples s LEFT JOIN (
     SELECT key, list({'step': step, 'filter': filter, 'passed': passed, 'reason': reason, 'details': details} ORDER BY step) AS verdicts
     FROM verdicts GROUP BY key
 ) v USING (key)
+LEFT JOIN (SELECT prompt_id, pass_rate FROM prompts) p USING (prompt_id)
 """
 
 

@@ -128,6 +128,8 @@ def to_hf(row: dict[str, Any], opts: ExportOptions) -> dict[str, Any]:
         "cost_usd": row["cost_usd"],
         "accepted": row["accepted"],
         "reject_reason": row["reject_reason"],
+        # The prompt's difficulty (catalog view `prompts`): share of its samples the sample steps accepted.
+        "pass_rate": row.get("pass_rate"),
         "verdicts": row["verdicts"] or [],
         "source_row": row["row_json"],
     }
@@ -167,6 +169,7 @@ def hf_features(cot: str):
             "cost_usd": Value("float64"),
             "accepted": Value("bool"),
             "reject_reason": s,
+            "pass_rate": Value("float64"),
             "verdicts": List({"step": Value("int32"), "filter": s, "passed": Value("bool"), "reason": s, "details": s}),
             "source_row": s,
         }

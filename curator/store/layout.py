@@ -12,6 +12,7 @@ check, the resolved manifest and the chain that wrote the verdicts.
     OUT/.lock-wIofN             held by worker I of N; its journal is OUT/journal/wIofN/
     OUT/workers.json            how many parts --worker split the run in
     OUT/workers/wIofN.json      each worker's spend, read by the others (budgets across workers)
+    OUT/batches/ledger.jsonl    batch mode: uploaded files, their rows, batches, their ends
 """
 
 from __future__ import annotations
@@ -90,6 +91,14 @@ class OutputDir:
     @property
     def finish_lock(self) -> Path:
         return self.path / ".lock-finish"
+
+    @property
+    def batches(self) -> Path:
+        return self.path / "batches"
+
+    @property
+    def ledger(self) -> Path:
+        return self.batches / "ledger.jsonl"
 
     @property
     def resolved_manifest(self) -> Path:

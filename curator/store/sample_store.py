@@ -101,7 +101,7 @@ class SampleStore:
         try:
             if part is None:
                 remove_partials(out_dir / "shards")
-                remove_partials(out_dir / "verdicts")
+                remove_partials(OutputDir(out_dir).verdicts)
             else:  # another worker's temp files are writes in progress, not leftovers
                 remove_partials(out_dir / "shards", prefix=self._shard_prefix)
             # One pass over the shards' key and seq columns gives the stored keys, the next seq
@@ -190,7 +190,7 @@ class SampleStore:
             dest = self._move_to_quarantine(p)
             moved.append(dest)
             self._notice(f"{p}: unreadable shard ({problem}); moved to {dest}, {len(rows)} rows salvaged, the rest will be requested again")
-        vdir = self.out_dir / "verdicts"
+        vdir = OutputDir(self.out_dir).verdicts
         for p in sorted(vdir.glob("*.parquet")) if vdir.exists() and self.part is None else []:
             _, problem = read_checked(p, ["key", "step"])
             if problem is not None:

@@ -62,7 +62,9 @@ class VerdictWriter:
             p.unlink(missing_ok=True)
 
     def finish(self) -> None:
-        meta = {"name": self.chain["name"], "digest": self.chain["digest"], "steps": self.chain["steps"]}
+        # sample_steps: the steps that judge each answer alone (the catalog's pass rate of a prompt).
+        meta = {"name": self.chain["name"], "digest": self.chain["digest"], "steps": self.chain["steps"],
+                "sample_steps": self.sample_steps}
         write_chain_file(self.dir / CHAIN_FILE, meta)
         if self.staging:
             old = self.out_dir / f".verdicts-old-{uuid.uuid4().hex[:8]}"
@@ -96,6 +98,25 @@ def accepted_count(verdict_dir: Path, steps: list[int]) -> int:
             " HAVING bool_and(passed) AND count(DISTINCT step) = len($s))",
             params={"f": files, "s": steps},
         ).fetchall()[0][0]
+    finally:
+        con.close()
+
+
+def accepted_keys(verdict_dir: Path, steps: list[int]) -> set[str]:
+    """Keys that every one of `steps` judged and accepted (budget.per_prompt counts them on resume)."""
+    import duckdb
+
+    files = [str(p) for p in verdict_dir.glob("*.parquet")]
+    if not files or not steps:
+        return set()
+    con = duckdb.connect()
+    try:
+        rows = con.sql(
+            "SELECT key FROM read_parquet($f) WHERE list_contains($s, step) GROUP BY key"
+            " HAVING bool_and(passed) AND count(DISTINCT step) = len($s)",
+            params={"f": files, "s": steps},
+        ).fetchall()
+        return {r[0] for r in rows}
     finally:
         con.close()
 

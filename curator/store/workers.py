@@ -53,6 +53,15 @@ class Part:
         """Whether the prompt whose sample 0 has this key belongs to this part."""
         return int(first_key[:16], 16) % self.count == self.index - 1
 
+    def split(self, prompts: list[Any], keys_out: dict[str, set[str]] | None = None) -> list[Any]:
+        """This part's prompts (objects with `keys`: sample index -> key); keys_out["all"] and
+        ["mine"] collect every key of the run and of the part."""
+        mine = [t for t in prompts if self.owns(t.keys[0])]
+        if keys_out is not None:
+            keys_out["all"] = {k for t in prompts for k in t.keys.values()}
+            keys_out["mine"] = {k for t in mine for k in t.keys.values()}
+        return mine
+
     @property
     def tag(self) -> str:
         return f"w{self.index}of{self.count}"
@@ -168,7 +177,7 @@ def pin_chain(out: OutputDir, meta: dict[str, Any]) -> None:
     old = out.chain()
     if old is None:
         out.verdicts.mkdir(parents=True, exist_ok=True)
-        write_chain_file(out.chain_file, {k: meta[k] for k in ("name", "digest", "steps")})
+        write_chain_file(out.chain_file, meta)
     elif old.get("digest") != meta["digest"]:
         raise BadWorker(f"the filter chain changed since {out.path}'s verdicts were written: run `curator filter {out.path}` "
                         "(it re-judges everything with the manifest's chain) before starting workers")

@@ -67,7 +67,7 @@ CANNED_COT = (
 CANNED_COMPLETION = "Using the well-known result, the answer is $\\boxed{7}$."
 
 
-def digest(seed: int, message: str, index: int) -> tuple[float, int]:
+def digest(seed: int | str, message: str, index: int) -> tuple[float, int]:
     """(uniform in [0, 1), 64-bit seed for the text generator) for one choice."""
     h = blake2b(f"{seed}\x00{index}\x00{message}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
     return int.from_bytes(h[:8], "little") / _TWO64, int.from_bytes(h[8:], "little")

@@ -18,31 +18,11 @@ from typing import Any
 from aiohttp import web
 
 from curator.teacher import answers as T
+from .batch import BatchAPI, add_routes as add_batch_routes
 from .config import COT_PLACEMENTS, FAULTS, OUTCOMES, ServerConfig
-from .problems import DEFAULT_GOLD, ProblemIndex
+from .jsonio import _JSON_ERRORS, dumps, loads
+from .problems import DEFAULT_GOLD, ProblemIndex, wrong_rates
 from .reqlog import ANSWER_ID, FAULT, RequestLog, logged
-
-try:  # optional speed-up
-    import orjson as _orjson
-
-    def dumps(obj: Any) -> bytes:
-        return _orjson.dumps(obj)
-
-    loads = _orjson.loads
-    _JSON_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError)
-except ImportError:  # pragma: no cover - depends on the environment
-    import json as _json
-
-    _encoder = _json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-    def dumps(obj: Any) -> bytes:
-        return _encoder.encode(obj).encode("utf-8")
-
-    def loads(data: bytes) -> Any:
-        return _json.loads(data)
-
-    _JSON_ERRORS = (ValueError, TypeError, UnicodeDecodeError)
-
 
 MOCK_KEYS = frozenset({"outcome", "cot_placement", "fault", "cot_words", "latency_ms"})
 MAX_N = 128
@@ -87,6 +67,9 @@ class TeacherState:
             )
         else:
             self.index = ProblemIndex()
+        self.wrong_rates: dict[str, float] = {}
+        if config.problems and config.wrong_rate_column:
+            self.wrong_rates = wrong_rates(config.problems, config.id_column, config.wrong_rate_column)
         self.mix = [(k, float(w)) for k, w in config.mix.items() if w > 0]
         self.mix_total = sum(w for _, w in self.mix)
         self.fault_rate = [(k, float(p)) for k, p in config.fault_rate.items() if p > 0]
@@ -98,6 +81,7 @@ class TeacherState:
         self.tpw = config.tokens_per_word
         self.id_prefix = uuid.uuid4().hex[:12]
         self.created_at = time.time()
+        self.batch_api = None  # the batch protocol (batch.py), set by make_app
         self.reset()
 
     def reset(self) -> None:
@@ -290,12 +274,13 @@ class TeacherState:
         if latency > 0:
             await asyncio.sleep(latency / 1000.0)
 
-        resp = self.build_completion(model, messages, n, max_tokens, mock)
+        seed = req.get("seed")
+        resp = self.build_completion(model, messages, n, max_tokens, mock, seed if type(seed) is int else None)
         request[ANSWER_ID] = resp["id"]  # for the request log
         return web.Response(body=dumps(resp), content_type="application/json")
 
     def build_completion(self, model: str, messages: list[dict[str, Any]], n: int, max_tokens: int | None,
-                         mock: dict[str, Any]) -> dict[str, Any]:
+                         mock: dict[str, Any], request_seed: int | None = None) -> dict[str, Any]:
         c = self.config
         tpw = self.tpw
         user = ""
@@ -320,15 +305,24 @@ class TeacherState:
         forced = mock.get("outcome")
         budget = int(max_tokens / tpw) if max_tokens is not None else None
         collapse_after = c.collapse_after
+        # As a real server: another request seed, another draw (a prompt's later samples, asked
+        # one request at a time with seed + index, are not copies of its first one).
+        base_seed = c.seed if request_seed is None else f"{c.seed}+{request_seed}"
+        wrong_rate = self.wrong_rates.get(found[0]) if found is not None and self.wrong_rates else None
 
         choices = []
         reasoning_total = 0
         completion_total = 0
         for i in range(n):
-            u, rs = T.digest(c.seed, user, i)
+            u, rs = T.digest(base_seed, user, i)
             collapsed = collapse_after is not None and self.completions >= collapse_after
             self.completions += 1
-            outcome = forced or T.pick(u, self.mix, self.mix_total)
+            if forced:
+                outcome = forced
+            elif wrong_rate is not None:
+                outcome = "wrong" if u < wrong_rate else "right"
+            else:
+                outcome = T.pick(u, self.mix, self.mix_total)
             rng = random.Random(rs)
             place = placement
             finish = "stop"
@@ -430,7 +424,10 @@ class TeacherState:
         return _json_response({"object": "list", "data": data})
 
     async def get_stats(self, request: web.Request) -> web.Response:
-        return _json_response(self.stats())
+        out = self.stats()
+        if self.batch_api is not None:
+            out.update(self.batch_api.stats())
+        return _json_response(out)
 
     async def reset_stats(self, request: web.Request) -> web.Response:
         self.reset()
@@ -478,7 +475,8 @@ def make_app(config: ServerConfig | dict[str, Any] | None = None) -> web.Applica
     """The aiohttp application for `config` (a ServerConfig, a dict, or None for defaults)."""
     cfg = config if isinstance(config, ServerConfig) else ServerConfig.load(config)
     state = TeacherState(cfg)
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    # Batch input files are uploaded whole (a provider accepts up to 200 MB).
+    app = web.Application(client_max_size=256 * 1024 * 1024)
     app[STATE_KEY] = state
     chat = state.chat_completions
     if cfg.request_log:
@@ -496,4 +494,6 @@ def make_app(config: ServerConfig | dict[str, Any] | None = None) -> web.Applica
     app.router.add_get("/v1/models", state.list_models)
     app.router.add_get("/stats", state.get_stats)
     app.router.add_post("/stats/reset", state.reset_stats)
+    state.batch_api = BatchAPI(state, cfg.batch)
+    add_batch_routes(app, state.batch_api)
     return app

@@ -54,6 +54,26 @@ class FaultBurst(BaseModel):
         return v
 
 
+class BatchScript(BaseModel):
+    """How the batch API (`/v1/files` + `/v1/batches`, curator/teacher/batch.py) plays a batch out.
+
+    A batch is validating for `validating_s`, in_progress for `in_progress_s`, finalizing for
+    `finalizing_s` (seconds after create), then ends as `end`. An expired (or cancelled) batch
+    finished `finished_fraction` of its rows: their answers are in the output file, the rest are
+    in the error file. Rows whose custom_id hashes under `error_fraction` fail their first
+    `error_times` submissions (in any batch) with a server error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    validating_s: float = Field(default=0.0, ge=0)
+    in_progress_s: float = Field(default=0.0, ge=0)
+    finalizing_s: float = Field(default=0.0, ge=0)
+    end: Literal["completed", "expired", "failed"] = "completed"
+    finished_fraction: float = Field(default=0.5, ge=0, le=1)
+    error_fraction: float = Field(default=0.0, ge=0, le=1)
+    error_times: int = Field(default=1, ge=0)
+
+
 class ServerConfig(BaseModel):
     """Everything the fake teacher does. Load with `ServerConfig.load(dict | path | None)`."""
 
@@ -71,6 +91,9 @@ class ServerConfig(BaseModel):
     id_column: str = "id"
     problem_column: str = "problem"
     answer_column: str = "answer"
+    # A column of the problems file holding each problem's chance of a wrong answer (0..1): those
+    # problems draw right/wrong by it instead of `mix` (mixed difficulty for bench/k_accepted.py).
+    wrong_rate_column: str | None = None
     seed: int = 0
     n_mode: Literal["support", "ignore", "reject"] = "support"
     cached_fraction: float = Field(default=0.0, ge=0, le=1)
@@ -92,6 +115,7 @@ class ServerConfig(BaseModel):
     fault_burst: FaultBurst | None = None
     # JSONL file with one line per chat request (curator/teacher/reqlog.py); None: no log.
     request_log: str | None = None
+    batch: BatchScript = Field(default_factory=BatchScript)
 
     @field_validator("mix")
     @classmethod

@@ -139,3 +139,20 @@ class ProblemIndex:
                     if (best is None or len(cand[0]) > len(best[0])) and message.startswith(cand[0], i):
                         best = cand
         return (best[1], best[2]) if best is not None else None
+
+
+def wrong_rates(path: str | Path, id_column: str, rate_column: str) -> dict[str, float]:
+    """Problem id -> its chance of a wrong answer, from `rate_column` of the problems file."""
+    out: dict[str, float] = {}
+    for i, row in enumerate(_read_rows(Path(path))):
+        if not isinstance(row, dict) or row.get(rate_column) is None:
+            continue
+        try:
+            rate = float(row[rate_column])
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: row {i + 1}: {rate_column} is not a number: {row[rate_column]!r}") from None
+        if not 0 <= rate <= 1:
+            raise ValueError(f"{path}: row {i + 1}: {rate_column} must be between 0 and 1, got {rate}")
+        pid = row.get(id_column)
+        out[str(pid) if pid is not None else str(i)] = rate
+    return out
