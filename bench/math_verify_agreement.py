@@ -1,5 +1,9 @@
 """Agreement with Math-Verify's own test suite: ours vs Math-Verify alone vs a naive checker.
 
+This measures the comparison `answers_match` ALONE, called with each test's own settings on the
+prediction as written: not the `math` filter as shipped (its answer extraction, the chain's
+default params). For the shipped path use `bench/filter_fidelity.py --sets mv`.
+
     python bench/math_verify_agreement.py [--cases PATH] [--workers N] [--show-disagreements]
 
 Cases: `tests/data/math_verify_cases.jsonl` (shipped copy), else `../shared/benchmarks/...`.
@@ -147,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     path = a.cases or find_cases()
     cases, labelled = load_cases(path)
     print(f"cases: {path} ({len(cases)} adaptable, {len(labelled)} issue-#14 cases with a 'result' label)")
+    print("NOTE: measures answers_match alone (each test's own settings, no answer extraction, not the chain's "
+          "default params); the filter as shipped: bench/filter_fidelity.py --sets mv")
     want = [expected(c) for c in cases]
     t0 = time.monotonic()
     mine = ours(cases, a.workers)
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     mv = math_verify_alone(cases, a.workers)
     nv = naive(cases)
     n = len(cases)
-    for name, got in (("curator answers_match", mine), ("math-verify alone", mv), ("naive last-boxed/last-number", nv)):
+    for name, got in (("curator answers_match alone", mine), ("math-verify alone", mv), ("naive last-boxed/last-number", nv)):
         agree = sum(g == w for g, w in zip(got, want))
         print(f"{name:30s} {agree:4d}/{n} agree")
     print(f"(curator: {t_ours:.1f}s for {n} cases)")

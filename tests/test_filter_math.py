@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _stop_workers():
     """Math-Verify workers live as long as the process; stop them so later tests see no children."""
     yield
-    from curator.engines.mathverify import close_pools
+    from curator.engines.verifypool import close_pools
 
     close_pools()
 
@@ -305,7 +305,7 @@ def test_verify_timeout_reason():
 
 
 def test_stuck_worker_is_killed_and_replaced():
-    from curator.engines.mathverify import VerifyPool
+    from curator.engines.verifypool import VerifyPool
 
     pool = VerifyPool(2, grace_s=0.5)
     try:
@@ -349,7 +349,7 @@ def test_expr_only_reads_boxed_content():
 def test_idle_workers_stop_by_themselves():
     import psutil
 
-    from curator.engines.mathverify import VerifyPool
+    from curator.engines.verifypool import VerifyPool
 
     pool = VerifyPool(1, idle_s=0.5)
     try:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 MATHVERIFY_BUSY = """
 import threading
-from curator.engines.mathverify import VerifyPool
+from curator.engines.verifypool import VerifyPool
 pool = VerifyPool(2, idle_s=None)
 t = threading.Thread(target=pool.run, args=([{"gold": "1", "pred": "1", "timeout_s": 60, "_test_block_s": 60}] * 2,), daemon=True)
 t.start()
@@ -33,7 +33,7 @@ time.sleep(120)
 """
 
 MATHVERIFY_STARTING = """
-from curator.engines.mathverify import VerifyPool
+from curator.engines.verifypool import VerifyPool
 pool = VerifyPool(2, idle_s=None)
 pool._ensure()
 print(" ".join(str(w.proc.pid) for w in pool._workers), flush=True)

@@ -137,13 +137,9 @@ def labelled_answer(text: str | None) -> str | None:
     without markdown, `$` wrappers and a trailing full stop."""
     if not text:
         return None
-    last = None
-    for m in _LABEL_RE.finditer(text):
-        last = m
-    if last is None:
-        return None
-    ans = _clean_inline(last.group("ans"))
-    return ans or None
+    # answer_statements: also "Answer $\n9\n$" (a maths span over lines) and "Answer $9$".
+    stmts = answer_statements(text)
+    return stmts[-1].value if stmts else None
 
 
 def _clean_inline(s: str) -> str:
@@ -379,3 +375,125 @@ def choice_letter(text: str | None, letters: str = "ABCDE") -> str | None:
     if paren:
         return paren[-1].upper()
     return None
+
+
+# --------------------------------------------------------------------------------------------
+# the final answer a careful grader reads (math filter), with the span and the reason
+
+# Minus signs that are not ASCII: U+2212 (what LaTeX renders and teachers copy), the small and
+# full-width hyphen-minus. En/em dashes are punctuation more often than signs: left alone.
+_MINUS_RE = re.compile("[\u2212\ufe63\uff0d]")
+
+
+def normalize_minus(text: str) -> str:
+    return _MINUS_RE.sub("-", text) if text else text
+
+
+# Thousands separators that are spaces: LaTeX thin/medium/thick spaces, `~`, `\ `, `{\,}`, and
+# Unicode thin, narrow no-break and no-break spaces. A group is exactly three digits, so lists
+# (`1, 2, 3`), decimals and `2 3` are left alone.
+_SPACE_SEP = r"(?:\{\\[,:;]\}|\\[,:;]|\\ |~|[\u2009\u202f\u00a0\u2007])"
+_SPACE_GROUPED_RE = re.compile(rf"(?<![\d.,])(\d{{1,3}})((?:{_SPACE_SEP}\d{{3}})+)(?![\d])")
+_PLAIN_SPACE_GROUPED_RE = re.compile(r"(?<![\d.,])(\d{1,3})((?: \d{3})+)(?![\d]|\.\d| \d)")
+
+
+def ungroup_thousands(text: str, *, plain_spaces: bool = True) -> str:
+    """`1\\,000` / `1 000 000` / `1{\\,}000` / `1 000` (U+2009) -> `1000000`. `plain_spaces` also
+    joins groups separated by an ordinary space: right for a short answer (a box, a gold), not for
+    prose where two numbers may stand side by side."""
+    if not text or not any(c.isdigit() for c in text):
+        return text
+    t = _SPACE_GROUPED_RE.sub(lambda m: m.group(1) + re.sub(r"\D", "", m.group(2)), text)
+    if plain_spaces:
+        t = _PLAIN_SPACE_GROUPED_RE.sub(lambda m: m.group(1) + m.group(2).replace(" ", ""), t)
+    return t
+
+
+# A bare decimal with a decimal comma: `1,22`, `0,111`, `1000,99`. One comma, no space; not a
+# thousands grouping (which has exactly three digits after the comma and 1-3 non-zero-led before).
+_DECIMAL_COMMA_RE = re.compile(r"\s*([-+]?)(\d+),(\d+)\s*")
+
+
+def decimal_comma_value(text: str | None) -> str | None:
+    """`1,22` -> `1.22`; None when the text is not a number with a decimal comma (`1,234` is a
+    thousands grouping, `2, 3` a list)."""
+    if not text:
+        return None
+    m = _DECIMAL_COMMA_RE.fullmatch(text)
+    if not m:
+        return None
+    sign, a, b = m.groups()
+    thousands = len(b) == 3 and len(a) <= 3 and not (a.startswith("0"))
+    if thousands:
+        return None
+    return f"{sign}{a}.{b}"
+
+
+_DELIM_PAIRS = (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$"))
+# "Answer $9$" / "Answer \( 9 \)" with no colon or "is": a label only when the maths closes the line.
+_BARE_LABEL_RE = re.compile(r"(?<![A-Za-z])(?:final\s+)?answer(?:\*\*)?[ \t]+(?=\$|\\\(|\\\[)", re.IGNORECASE)
+# "Final answer:" / "The answer is" closing a line, the maths on the next lines.
+_NEWLINE_LABEL_RE = re.compile(
+    r"(?<![A-Za-z])(?:(?:final|correct)\s+)?answer(?:\*\*)?(?:\s+(?:is|would\s+be|will\s+be))?[ \t]*[:：]?(?:\*\*)?[ \t]*\n\s*(?=\$|\\\(|\\\[)",
+    re.IGNORECASE,
+)
+_STATEMENT_FILLER_RE = re.compile(
+    r"^(?:(?:actually|now|then|simply|just|therefore|thus|indeed|exactly|still|really|clearly|equal\s+to|given\s+by|:|=)\s*)+",
+    re.IGNORECASE,
+)
+
+
+def _delimited(text: str, i: int) -> tuple[int, str] | None:
+    """text[i:] starts with a maths delimiter: (end index, content) of the span it opens, which may
+    run over line breaks (`$\\n9\\n$`): the answer a label introduces is the whole span."""
+    for a, b in _DELIM_PAIRS:
+        if text.startswith(a, i):
+            j = text.find(b, i + len(a))
+            if j < 0 or j - i > 400:
+                return None
+            return j + len(b), text[i + len(a) : j].strip()
+    return None
+
+
+@dataclass(frozen=True)
+class Statement:
+    start: int  # where the label starts
+    end: int  # end of the stated value
+    value: str  # the value, cleaned like `labelled_answer` cleans it
+
+
+def answer_statements(text: str | None) -> list[Statement]:
+    """Every explicit answer statement ("the final answer is X", "Answer: X", "Answer $X$"), in
+    order. A value that opens a maths span (`$`, `$$`, `\\(`, `\\[`) is the whole span, line breaks
+    included; otherwise it runs to the end of the line."""
+    if not text:
+        return []
+    out: list[Statement] = []
+    for m in list(_LABEL_RE.finditer(text)) + list(_BARE_LABEL_RE.finditer(text)) + list(_NEWLINE_LABEL_RE.finditer(text)):
+        i = m.start("ans") if "ans" in m.groupdict() else m.end()
+        k = i
+        while k < len(text) and text[k] in " \t*":
+            k += 1
+        span = _delimited(text, k)
+        if span is not None:
+            closes_line = _clean_inline(text[span[0]:].split("\n", 1)[0]) == ""
+            if not closes_line and "\n" not in text[k : span[0]]:
+                span = None  # "Answer: $x$ apples, since ...": the whole line, as before
+        if span is not None:
+            end, value = span
+        elif m.re is not _LABEL_RE:
+            continue  # "the answer $x$ satisfies ...": prose, not a label
+        else:
+            end = text.find("\n", i)
+            end = len(text) if end < 0 else end
+            value = _clean_inline(text[i:end])
+        inner = _LABEL_RE.search(value[:40])  # "Final Answer: The final answer is $5$"
+        if inner:
+            rest = value[inner.start("ans"):]
+            sub = _delimited(rest, 0)
+            value = sub[1] if sub and not rest[sub[0]:].strip(" .") else _clean_inline(rest)
+        value = _STATEMENT_FILLER_RE.sub("", value.strip()).strip()
+        if value:
+            out.append(Statement(m.start(), end, value))
+    out.sort(key=lambda s: s.start)
+    return out

@@ -38,7 +38,10 @@ class LangIdError(EngineError, RuntimeError):
 # leftmost match wins, so a code block that starts before a `$` swallows it.
 # --------------------------------------------------------------------------------------------
 
-_CODE = r"```.*?(?:```|\z)|~~~.*?(?:~~~|\z)|`[^`\n]+`"
+_CODE = r"```.*?(?:```|\z)|~~~.*?(?:~~~|\z)|`[^`\n]+`|" + r"(?m:^(?:\t| {4,})(?:[\x20-\x7e]*?[=(){}\[\];][\x20-\x7e]*?(?:(?:#|//|/\*|--)[^\n]*)?|[\x20-\x7e]*?(?:#|//|/\*|--)[^\n]*)$)"
+# The last alternative is indented (unfenced) code: a line indented by a tab or 4+ spaces whose
+# code part is ASCII with a code character (`=`, brackets, `;`) and/or which is a comment (`#`,
+# `//`, `/*`, `--`) in any language. Indented prose ("    我们需要..." or "    因为 x = 3") stays prose.
 _URL = r"(?:https?|ftp)://\S+|www\.\S+|[\w.+-]+@[\w-]+\.[\w.-]+"
 _HTML = r"</?[A-Za-z][A-Za-z0-9_-]*(?:\s[^<>\n]*)?/?>"
 _MATH_ENVS = (
@@ -440,3 +443,136 @@ def get_detector(name: str) -> Detector:
                 raise ValueError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
             _CACHE[name] = det
         return det
+
+
+# --------------------------------------------------------------------------------------------
+# Foreign words inside a Latin-script text (the sentence detector needs >= min_sentence_letters)
+# --------------------------------------------------------------------------------------------
+
+# Discourse markers and function words a drifting model writes ("donc", "alors", "en fait",
+# "nämlich", "o sea") that are not English words and do not occur in the names and terms English
+# maths prose quotes (Théorème de Fermat, Satz von Vieta, de Moivre, Müller, a priori, vice versa,
+# raison d'être, et al.): prepositions and articles (de, von, la, le, et, und) are left out for
+# that reason. One of them in an English trace is a foreign word; words in quotation marks or
+# italics (a quoted term) do not count.
+_APOS = "['’]"
+FOREIGN_MARKERS: dict[str, tuple[str, ...]] = {
+    "fr": ("donc", "alors", "enfin", "en fait", f"d{_APOS}accord", f"c{_APOS}est-à-dire", f"c{_APOS}est", "il faut",
+           "nous avons", "parce que", "peut-être", "bien sûr", "très", "maintenant", "ensuite", "voyons", "vérifions",
+           "attendez", "attends", f"d{_APOS}abord", "oui", "mais", "aussi", "cependant", "puisque", "nous", "vous", "avec",
+           "sont", "cette", "je vois", "je pense", "il y a", f"n{_APOS}est", f"qu{_APOS}il", "pourquoi", "ainsi", "voici",
+           "réponse", "c'est faux"),
+    "de": ("nämlich", "eigentlich", "genau", "doch", "das heißt", "zum beispiel", "deshalb",
+           "deswegen", "außerdem", "jetzt", "aber", "oder", "nicht", "ich", "wir", "ist", "sind", "sondern", "weil",
+           "dass", "daß", "also gut", "na ja", "naja", "alles klar", "schon", "noch", "moment mal", "stimmt", "prüfen",
+           "müssen", "können", "haben", "wird", "werden", "lösung", "gleichung", "richtig", "nochmal", "ja", "nein",
+           "falsch", "na gut", "antwort"),
+    "es": ("entonces", "pues", "o sea", "es decir", "bueno", "de acuerdo", "además", "sin embargo", "porque",
+           "pero", "ahora", "luego", "también", "tenemos", "vamos", "creo que", "es que", "claro", "espera",
+           "muy", "está", "están", "así", "podemos", "necesitamos", "vale", "sigamos", "verdad", "hay que", "sí",
+           "exacto", "respuesta", "veamos"),
+    "it": ("quindi", "allora", "cioè", "perché", "infatti", "dunque", "però", "abbiamo", "dobbiamo", "vediamo"),
+    "pt": ("então", "portanto", "ou seja", "isto é", "também", "precisamos", "vejamos", "não"),
+}
+_QUOTED = r"“[^”\n]*”|\"[^\"\n]*\"|«[^»\n]*»|„[^“”\n]*[“”]|(?<![*\w])\*[^*\n]+\*(?![*\w])|(?<![_\w])_[^_\n]+_(?![_\w])"
+_QUOTED_PY = re.compile(_QUOTED)
+
+
+def marker_languages(target: str) -> list[str]:
+    """Languages whose markers count as foreign in a `target` text: every listed one but the
+    target's own, for a Latin-script target; none for other targets (their script ratio and the
+    detector judge Latin-script drift)."""
+    if not is_latin_target(target) or target not in FUNCTION_WORDS:
+        return []
+    return [k for k in FOREIGN_MARKERS if k != target]
+
+
+def _marker_alternation(langs: list[str]) -> str:
+    words = sorted({w for k in langs for w in FOREIGN_MARKERS[k]}, key=len, reverse=True)
+    return "|".join(w.replace(" ", r"\s+") for w in words)  # the entries are regexes already
+
+
+def marker_pattern(target: str) -> str | None:
+    """Rust/Python regex of the foreign markers for `target` (word-bounded, case-insensitive)."""
+    langs = marker_languages(target)
+    if not langs:
+        return None
+    return rf"(?i)(?:^|[^\w'’-])(?:{_marker_alternation(langs)})(?:$|[^\w'’-])"
+
+
+_MARKER_PY: dict[str, re.Pattern[str] | None] = {}
+_MARKER_LANG_PY: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+
+
+_WORD_PY = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+_SENTENCE_PY = re.compile(r"[^.!?。！？…\n]+")
+
+
+def _target_dominant(sentence: str, target: str) -> bool:
+    """More of the target's function words than of the other listed languages' together."""
+    own = FUNCTION_WORDS[target]
+    others = frozenset().union(*(w for k, w in FUNCTION_WORDS.items() if k != target)) - own
+    words = [w.lower() for w in _WORD_PY.findall(sentence)]
+    return sum(w in own for w in words) > sum(w in others for w in words)
+
+
+def find_markers(text: str, target: str, min_sentence_letters: int = 0) -> list[tuple[str, str]]:
+    """(marker as written, its language) for the foreign markers of a prose text that are
+    insertions: in a sentence too short for the sentence detector (< min_sentence_letters
+    letters), or in a sentence otherwise in the target language (more of its function words).
+    A longer sentence mostly in another language is the detector's to judge (its confidence and
+    `max_foreign_sentences` apply). Quoted terms and italics do not count."""
+    pat = marker_pattern(target)
+    if not pat or not text:
+        return []
+    if target not in _MARKER_LANG_PY:
+        _MARKER_LANG_PY[target] = [
+            (k, re.compile(rf"(?i)(?:^|[^\w'’-])({_marker_alternation([k])})(?=$|[^\w'’-])")) for k in marker_languages(target)
+        ]
+    t = _QUOTED_PY.sub(" ", text)
+    found: list[tuple[int, str, str]] = []
+    for sm in _SENTENCE_PY.finditer(t):
+        sent = sm.group(0)
+        # A capitalised marker inside a sentence is a name or an identifier ("the constant Ist").
+        hits = [(sm.start() + m.start(1), m.group(1), lang) for lang, rx in _MARKER_LANG_PY[target] for m in rx.finditer(sent)
+                if not (m.group(1)[:1].isupper() and sent[: m.start(1)].strip(" \t\"'(“«*"))]
+        if not hits:
+            continue
+        letters = sum(c.isalpha() for c in sent)
+        if letters >= min_sentence_letters and not _target_dominant(sent, target):
+            continue
+        found += hits
+    found.sort()
+    return [(w, lang) for _, w, lang in found]
+
+
+# --------------------------------------------------------------------------------------------
+# The language a prompt is written in (target: prompt)
+# --------------------------------------------------------------------------------------------
+
+
+def text_language(text: str | None, detector: str = "fasttext", min_confidence: float = 0.5) -> str | None:
+    """The language a short text (a prompt) is written in, or None when it cannot be told (only
+    maths, or an unsure detector). Scripts first (CJK, Cyrillic, Arabic...), the detector for the
+    rest: a Chinese problem is `zh` even when its maths is Latin letters."""
+    if not text:
+        return None
+    script = pl.select(script_view(pl.lit(text))).item()
+    prose = " ".join(pl.select(prose_view(pl.lit(text))).item().split())
+    counts = {k: len(r.findall(script)) * _PY_WEIGHT.get(k, 1) for k, r in _PY_SCRIPT_RE.items()}
+    total = sum(counts.values())
+    if not total:
+        return None
+    top = max(counts, key=counts.get)
+    if top != "latin" and counts[top] > counts["latin"] * 0.5:
+        if top == "kana" or (top == "han" and counts["kana"]):
+            return "ja"
+        if top in ("han", "hangul", "arabic", "hebrew", "devanagari", "thai") and detector == "none":
+            return {"han": "zh", "hangul": "ko", "arabic": "ar", "hebrew": "he", "devanagari": "hi", "thai": "th"}[top]
+    if detector == "none" or not prose:
+        return None
+    lang, conf = get_detector(detector).detect([prose])[0]
+    if lang is None or conf < min_confidence:
+        return None
+    fixed = script_consistent(lang, prose)
+    return fixed

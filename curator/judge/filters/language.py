@@ -20,12 +20,22 @@ non-Latin target, no letter of the target's script at all), else `mixed_language
 script ratio or the number of foreign sentences exceeds its limit. Details name the field, the
 scripts with ratios and the first offending sentences with their detected language.
 
-Code (fenced blocks, inline code) is not prose and is left out by default, so Chinese comments in
-a code block do not reject an English trace; `check_code: true` judges it too.
+Code (fenced blocks, inline code, indented code lines) is not prose and is left out by default,
+so Chinese comments in a code block do not reject an English trace; `check_code: true` judges it too.
+
+3. Foreign words (Latin-script targets with a function-word list, with a detector): discourse
+   markers of another language (`langid.FOREIGN_MARKERS`: "donc", "en fait", "nämlich", "o sea")
+   in a sentence too short for the detector or otherwise in the target language; quoted terms and
+   names do not count. More than `max_foreign_words` gives `mixed_language` (`foreign_words: false`
+   turns it off).
+
+The expected language is `target` for every row, or per row: `target: prompt` (the language of the
+row's prompt) or `target_column: COLUMN`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Literal
 
@@ -49,8 +59,26 @@ _LANGDETECT_LANGS = frozenset(
 )
 
 
+def _language_code(v: str) -> str:
+    v = langid.family(v.strip().lower())
+    if v not in langid.FASTTEXT_LANGS:
+        raise ValueError(f"unknown language code {v!r} (ISO 639-1 such as en, zh, ja, ko, ru, ar, de, fr, es)")
+    if v == "el":
+        raise ValueError("target el is not supported: Greek letters are read as maths and removed")
+    return v
+
+
 class LanguageParams(FilterParams):
+    # A language code, or `prompt`: each CoT must be in the language its prompt is written in.
     target: str = "en"
+    # A column holding each row's expected language (null: `target` decides for that row).
+    target_column: str | None = None
+    # target: prompt, when a prompt's language cannot be told (only maths, an unsure detector).
+    prompt_fallback: str = "en"
+    # Foreign discourse markers / function words inside a Latin-script text ("donc", "en fait",
+    # "nämlich", "o sea"; langid.FOREIGN_MARKERS), which sentences too short for the detector carry.
+    foreign_words: bool = True
+    max_foreign_words: int = Field(0, ge=0)
     fields: list[str] = Field(default_factory=lambda: ["cot", "completion"], min_length=1)
     max_foreign_script_ratio: float = Field(0.0, ge=0.0, le=1.0)
     max_foreign_sentences: int = Field(0, ge=0)
@@ -66,16 +94,18 @@ class LanguageParams(FilterParams):
     @field_validator("target")
     @classmethod
     def _known_target(cls, v: str) -> str:
-        v = langid.family(v.strip().lower())
-        if v not in langid.FASTTEXT_LANGS:
-            raise ValueError(f"unknown language code {v!r} (ISO 639-1 such as en, zh, ja, ko, ru, ar, de, fr, es)")
-        if v == "el":
-            raise ValueError("target el is not supported: Greek letters are read as maths and removed")
-        return v
+        if v.strip().lower() == "prompt":
+            return "prompt"
+        return _language_code(v)
+
+    @field_validator("prompt_fallback")
+    @classmethod
+    def _known_fallback(cls, v: str) -> str:
+        return _language_code(v)
 
     @model_validator(mode="after")
     def _detector_knows_target(self) -> "LanguageParams":
-        if self.detector == "langdetect" and self.target not in _LANGDETECT_LANGS:
+        if self.detector == "langdetect" and self.target != "prompt" and self.target not in _LANGDETECT_LANGS:
             raise ValueError(f"detector langdetect does not know language {self.target!r}; use detector: fasttext")
         return self
 
@@ -119,8 +149,13 @@ def _field_findings(texts: list[str | None], p: LanguageParams) -> list[dict[str
             counts.append(pl.col("s").str.count_matches(foreign_cls).alias("foreign"))
         if native_cls:
             counts.append(pl.col("s").str.count_matches(native_cls).alias("native"))
+    # Part of detection: `detector: none` judges scripts alone.
+    marker_re = langid.marker_pattern(target) if p.foreign_words and p.detector != "none" else None
+    if marker_re:
+        counts.append(pl.col("p").str.count_matches(marker_re).alias("markers"))
     stats = frame.select(counts)
     n = len(texts)
+    markers = stats["markers"].to_list() if marker_re else [0] * n
     if not foreign_cls:
         foreign = [0] * n
     elif latin_target:
@@ -182,7 +217,7 @@ def _field_findings(texts: list[str | None], p: LanguageParams) -> list[dict[str
             sentences[r].append({"text": _truncate(s), "lang": lang, "confidence": round(conf, 3)})
 
     latin_only = [bool(native is not None and latin is not None and native[i] == 0 and latin[i] >= p.min_sentence_letters) for i in range(n)]
-    suspicious = [i for i in range(n) if foreign[i] or sentences[i] or latin_only[i]]
+    suspicious = [i for i in range(n) if foreign[i] or sentences[i] or latin_only[i] or markers[i]]
     out: list[dict[str, Any] | None] = [None] * n
     if not suspicious:
         return out
@@ -227,6 +262,9 @@ def _field_findings(texts: list[str | None], p: LanguageParams) -> list[dict[str
             language = max(foreign_letters_by_lang[i], key=foreign_letters_by_lang[i].get) if foreign_letters_by_lang[i] else "latin"
         elif ratio > p.max_foreign_script_ratio or n_foreign > p.max_foreign_sentences:
             reason = "mixed_language"
+        words = langid.find_markers(frame["p"][i], target, p.min_sentence_letters) if markers[i] else []
+        if reason is None and len(words) > p.max_foreign_words:
+            reason = "mixed_language"
         if reason is None:
             continue
 
@@ -253,6 +291,9 @@ def _field_findings(texts: list[str | None], p: LanguageParams) -> list[dict[str
             "detector": p.detector,
             "examples": examples,
         }
+        if words:
+            details["foreign_words"] = [{"text": w, "lang": lg} for w, lg in words[:MAX_EXAMPLES]]
+            details["foreign_word_count"] = len(words)
         if language is not None:
             details = {"language": language, **details}
         out[i] = {"reason": reason, "details": details}
@@ -298,18 +339,36 @@ class LanguageFilter(SampleFilter):
             raise ValueError(f"language: no column {missing[0]!r} in the samples (fields: {p.fields})")
         columns = {f: df[f].cast(pl.String).to_list() for f in p.fields}
         params = p.model_dump()
-        parts = min(p.workers, df.height // p.min_rows_per_worker)
-        if parts < 2:
-            passed, reasons, details = judge(columns, params)
+        targets = row_targets(df, p)
+        if targets is None:
+            passed, reasons, details = self._judge(columns, params, df.height)
         else:
-            bounds = [df.height * k // parts for k in range(parts + 1)]
-            chunks = [{f: v[a:b] for f, v in columns.items()} for a, b in zip(bounds, bounds[1:])]
-            passed, reasons, details = [], [], []
-            for pa, re_, de in _pool(parts).map(judge, chunks, [params] * parts):
-                passed += pa
-                reasons += re_
-                details += de
+            # One pass per expected language, each row judged against its own.
+            passed, reasons, details = [True] * df.height, [None] * df.height, [None] * df.height
+            groups: dict[str, list[int]] = {}
+            for i, t in enumerate(targets):
+                groups.setdefault(t, []).append(i)
+            for t, idx in groups.items():
+                sub = {f: [v[i] for i in idx] for f, v in columns.items()}
+                pa, re_, de = self._judge(sub, {**params, "target": t, "target_column": None}, len(idx))
+                for k, i in enumerate(idx):
+                    passed[i], reasons[i] = pa[k], re_[k]
+                    details[i] = None if de[k] is None else {**de[k], "target_from": _target_source(p)}
         return verdicts(df["key"].to_list(), passed, reasons, details)
+
+    def _judge(self, columns: dict[str, list[str | None]], params: dict[str, Any], height: int):
+        p: LanguageParams = self.params  # type: ignore[assignment]
+        parts = min(p.workers, height // p.min_rows_per_worker)
+        if parts < 2:
+            return judge(columns, params)
+        bounds = [height * k // parts for k in range(parts + 1)]
+        chunks = [{f: v[a:b] for f, v in columns.items()} for a, b in zip(bounds, bounds[1:])]
+        passed, reasons, details = [], [], []
+        for pa, re_, de in _pool(parts).map(judge, chunks, [params] * parts):
+            passed += pa
+            reasons += re_
+            details += de
+        return passed, reasons, details
 
     def close(self) -> None:
         global _POOL
@@ -319,6 +378,71 @@ class LanguageFilter(SampleFilter):
 
 
 _POOL: tuple[int, Any] | None = None
+
+
+def _target_source(p: LanguageParams) -> str:
+    return f"column {p.target_column}" if p.target_column else "prompt"
+
+
+def prompt_text(problem: str | None, messages_json: str | None) -> str | None:
+    """The text a sample's prompt is written in: the source problem when stored, else the last
+    user message sent to the teacher."""
+    if problem and problem.strip():
+        return problem
+    if not messages_json:
+        return None
+    try:
+        msgs = json.loads(messages_json)
+    except ValueError:
+        return None
+    users = [m.get("content") for m in msgs if isinstance(m, dict) and m.get("role") == "user"]
+    last = users[-1] if users else None
+    if isinstance(last, list):  # content parts
+        last = " ".join(x.get("text", "") for x in last if isinstance(x, dict))
+    return last if isinstance(last, str) else None
+
+
+def row_targets(df: pl.DataFrame, p: LanguageParams) -> list[str] | None:
+    """Each row's expected language, or None when one fixed `target` holds for all rows.
+    `target_column`: that column's code (null/blank: `target`); `target: prompt`: the language of
+    the row's prompt (`prompt_fallback` when it cannot be told)."""
+    if p.target_column is None and p.target != "prompt":
+        return None
+    n = df.height
+    if p.target_column is not None:
+        if p.target_column not in df.columns:
+            raise ValueError(f"language: target_column {p.target_column!r} is not a column of the samples")
+        raw = df[p.target_column].cast(pl.String).to_list()
+        keys = df["key"].to_list()
+        out: list[str | None] = []
+        for k, v in zip(keys, raw):
+            if v is None or not v.strip():
+                out.append(None)
+                continue
+            try:
+                out.append(_language_code(v))
+            except ValueError as e:
+                raise ValueError(f"language: sample {k}: column {p.target_column!r}: {e}") from None
+    else:
+        out = [None] * n
+    if p.target != "prompt":
+        return [t or p.target for t in out]
+    need = [i for i, t in enumerate(out) if t is None]
+    if need:
+        problems = df["problem"].to_list() if "problem" in df.columns else [None] * n
+        msgs = df["messages_json"].to_list() if "messages_json" in df.columns else [None] * n
+        det = p.detector if p.detector != "none" else "none"
+        cache: dict[str, str] = {}
+        for i in need:
+            text = prompt_text(problems[i], msgs[i])
+            if text not in cache:
+                lang = langid.text_language(text, det, p.min_confidence) if text else None
+                try:
+                    cache[text] = _language_code(lang) if lang else p.prompt_fallback
+                except ValueError:
+                    cache[text] = p.prompt_fallback
+            out[i] = cache[text]
+    return out  # type: ignore[return-value]
 
 
 def _pool(workers: int):

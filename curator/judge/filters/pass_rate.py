@@ -16,7 +16,7 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field, model_validator
 
-from curator.judge.base import Filter, FilterParams, register, verdicts
+from curator.judge.base import DatasetFilter, FilterParams, register, verdicts
 
 
 class PassRateParams(FilterParams):
@@ -32,10 +32,10 @@ class PassRateParams(FilterParams):
 
 
 @register
-class PassRateFilter(Filter):
+class PassRateFilter(DatasetFilter):
     name = "pass_rate"
     Params = PassRateParams
-    scope = "dataset"
+    streams = True  # reads only key, prompt_id and prior_passed, batch by batch
 
     def columns(self) -> list[str]:
         return ["key", "prompt_id"]
