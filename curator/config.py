@@ -183,6 +183,10 @@ class Manifest(_Strict):
     output: str
     budget: Budget = Field(default_factory=Budget)
     store: Store = Field(default_factory=Store)
+    # Where the chain's dataset steps (near-dup) run once sampling ends: this process, or Ray
+    # (`pip install 'curator[ray]'`; ray_address joins a cluster, none starts a local Ray).
+    engine: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
 
     # Set by load_manifest: where relative paths resolve.
     base_dir: Path = Field(default=Path("."), exclude=True)

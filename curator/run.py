@@ -278,7 +278,7 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
             ctx.all_keys, judged = keys.get("all", set()), store.keys & keys.get("mine", set())
             if chain is not None:
                 pin_chain(out, {**chain.meta(), "sample_steps": [s.index for s in chain.sample_steps()]})
-        ctx.judge = IncrementalJudge(out.path, chain, judged) if chain is not None else None
+        ctx.judge = IncrementalJudge(out.path, chain, judged, engine=manifest.engine, ray_address=manifest.ray_address) if chain is not None else None
         if ctx.judge is not None:
             stats.accepted, stats.judged = ctx.judge.accepted, ctx.judge.judged
             ctx.accepted_before = ctx.judge.accepted

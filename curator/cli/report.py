@@ -204,3 +204,14 @@ def estimate(
         console.print(line, highlight=False)
     for c in r["caveats"]:
         console.print(f"[dim]note: {c}[/]", highlight=False)
+
+
+def view(
+    out: Path = typer.Argument(..., help="an output directory"),
+    port: int = typer.Option(8777, help="port to listen on (0: any free port)"),
+    host: str = typer.Option("127.0.0.1", help="address to bind; 0.0.0.0 lets anyone on the network read the data"),
+) -> None:
+    """Browse samples, verdicts, prompts, duplicate clusters and charts in a local web page (read-only)."""
+    from curator.audit.viewer import serve_viewer
+
+    _guard(lambda: serve_viewer(out, host, port))

@@ -126,12 +126,17 @@ def _print_batches(batches: list[dict]) -> None:
 def filter_cmd(
     out: Path = typer.Argument(..., help="an output directory"),
     chain: Optional[str] = typer.Option(None, "--chain", help="a chain file (filters/NAME.yaml); default: the manifest's"),
-    workers: int = typer.Option(2, help="worker processes for heavy filters"),
+    workers: int = typer.Option(2, help="worker processes for heavy filters (with --engine ray: the actor pool's size)"),
+    engine: str = typer.Option("local", "--engine", help="local (this machine's cores) or ray (a Ray Data pipeline; needs the ray extra)"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="join this Ray cluster (HOST:PORT); default: start a local Ray"),
 ) -> None:
     """Re-run a filter chain on stored samples (no sampling); verdicts replace the old ones atomically."""
     from curator.judge.runner import refilter
 
-    name, (total, acc, rej), reasons = guard(lambda: refilter(out, chain, workers=workers))
+    figures: dict = {}
+    name, (total, acc, rej), reasons = guard(lambda: refilter(out, chain, workers=workers, engine=engine, ray_address=ray_address, figures=figures))
     print(f"chain {name}: {total} samples, {acc} accepted, {rej} rejected")
+    if figures:
+        print("ray: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
     for reason, n in reasons:
         print(f"  {reason}: {n}")

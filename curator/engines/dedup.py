@@ -170,6 +170,44 @@ def _union_find(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return nodes, nodes[parent]
 
 
+def clusters_from_pairs(
+    ea: np.ndarray, eb: np.ndarray, nodes: np.ndarray, node_sigs: np.ndarray, docs_of: Callable[[np.ndarray], pl.DataFrame],
+    *, verify: bool, threshold: float,
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Stage 4 (verify, cluster, keep) over candidate pairs, wherever they were grouped.
+
+    nodes: the sorted unique ids of the pairs; node_sigs: their signatures, in that order;
+    docs_of(ids): id, key, prompt_id, prior_passed, cot_len of those ids. Returns the duplicates
+    (`DedupResult.duplicates`) and counts (verified_pairs, clusters, clustered_rows). Nothing
+    here depends on how ids were numbered: the keep rule and the cluster numbers follow keys."""
+    if verify and len(ea):
+        j = jaccard_est(node_sigs[np.searchsorted(nodes, ea)], node_sigs[np.searchsorted(nodes, eb)])
+        ok = j >= threshold - 1e-9
+        ea, eb = ea[ok], eb[ok]
+    if len(ea) == 0:
+        return pl.DataFrame(schema=_DUP_SCHEMA), {"verified_pairs": 0, "clusters": 0, "clustered_rows": 0}
+    members, roots = _union_find(ea, eb)
+    meta = pl.DataFrame({"id": members, "root": roots}).join(docs_of(members), on="id")
+    meta = meta.sort(["root", pl.col("prior_passed").not_(), "cot_len", "key"])
+    kept = meta.group_by("root", maintain_order=True).first().select(
+        "root", pl.col("id").alias("kept_id"), pl.col("key").alias("duplicate_of"), pl.col("prompt_id").alias("kept_prompt")
+    )
+    kept = kept.sort("duplicate_of").with_row_index("cluster").with_columns(pl.col("cluster").cast(pl.Int64))
+    sizes = meta.group_by("root").len("cluster_size")
+    m = meta.join(kept, on="root").join(sizes, on="root")
+    dups = m.filter((pl.col("id") != pl.col("kept_id")) & (pl.col("prompt_id") != pl.col("kept_prompt")) & (pl.col("key") != pl.col("duplicate_of")))
+    ia = np.searchsorted(nodes, dups["id"].to_numpy())
+    ib = np.searchsorted(nodes, dups["kept_id"].to_numpy())
+    js = np.round(jaccard_est(node_sigs[ia], node_sigs[ib]), 4)
+    out = (
+        dups.with_columns(pl.Series("jaccard_est", js, dtype=pl.Float64), pl.col("cluster_size").cast(pl.Int64))
+        .select(list(_DUP_SCHEMA))
+        .unique("key", keep="first", maintain_order=True)
+        .sort("key")
+    )
+    return out, {"verified_pairs": int(len(ea)), "clusters": kept.height, "clustered_rows": meta.height}
+
+
 class _SigStore:
     """Reads rows of the chunked signature table by id (each file holds a dense id range)."""
 
@@ -316,48 +354,18 @@ def dedup_batches(
         store = _SigStore(parts, num_perm)
         nodes = np.unique(np.concatenate([ea, eb]))
         node_sigs = store.gather(nodes)
-        if verify and len(ea):
-            j = jaccard_est(node_sigs[np.searchsorted(nodes, ea)], node_sigs[np.searchsorted(nodes, eb)])
-            ok = j >= threshold - 1e-9
-            ea, eb = ea[ok], eb[ok]
-        stats["verified_pairs"] = len(ea)
-        if len(ea) == 0:
+
+        def docs_of(ids: np.ndarray) -> pl.DataFrame:
+            con.register("cl", pa.table({"id": ids}))
+            return _to_polars(con.sql(f"SELECT d.id, d.key, d.prompt_id, d.prior_passed, d.cot_len FROM cl JOIN read_parquet('{work / 'docs'}/*.parquet') d USING (id)"))
+
+        try:
+            out, found = clusters_from_pairs(ea, eb, nodes, node_sigs, docs_of, verify=verify, threshold=threshold)
+        finally:
             con.close()
-            stats.update(clusters=0, duplicates=0, t_clusters=round(time.perf_counter() - t2, 3), t_total=round(time.perf_counter() - t0, 3))
-            return DedupResult(pl.DataFrame(schema=_DUP_SCHEMA), stats)
-        members, roots = _union_find(ea, eb)
-        con.register("cl", pa.table({"id": members, "root": roots}))
-        meta = _to_polars(
-            con.sql(
-                f"SELECT cl.id, cl.root, d.key, d.prompt_id, d.prior_passed, d.cot_len FROM cl JOIN read_parquet('{work / 'docs'}/*.parquet') d USING (id)"
-            )
-        )
-        con.close()
-        meta = meta.sort(["root", pl.col("prior_passed").not_(), "cot_len", "key"])
-        kept = meta.group_by("root", maintain_order=True).first().select(
-            "root", pl.col("id").alias("kept_id"), pl.col("key").alias("duplicate_of"), pl.col("prompt_id").alias("kept_prompt")
-        )
-        kept = kept.sort("duplicate_of").with_row_index("cluster").with_columns(pl.col("cluster").cast(pl.Int64))
-        sizes = meta.group_by("root").len("cluster_size")
-        m = meta.join(kept, on="root").join(sizes, on="root")
-        dups = m.filter((pl.col("id") != pl.col("kept_id")) & (pl.col("prompt_id") != pl.col("kept_prompt")) & (pl.col("key") != pl.col("duplicate_of")))
-        ia = np.searchsorted(nodes, dups["id"].to_numpy())
-        ib = np.searchsorted(nodes, dups["kept_id"].to_numpy())
-        js = np.round(jaccard_est(node_sigs[ia], node_sigs[ib]), 4)
-        out = (
-            dups.with_columns(pl.Series("jaccard_est", js, dtype=pl.Float64), pl.col("cluster_size").cast(pl.Int64))
-            .select(list(_DUP_SCHEMA))
-            .unique("key", keep="first", maintain_order=True)
-            .sort("key")
-        )
-        stats.update(
-            clusters=kept.height,
-            clustered_rows=meta.height,
-            duplicates=out.height,
-            t_clusters=round(time.perf_counter() - t2, 3),
-            t_total=round(time.perf_counter() - t0, 3),
-            maxrss_mb_clusters=_maxrss_mb(),
-        )
+        stats.update(found, duplicates=out.height, t_clusters=round(time.perf_counter() - t2, 3), t_total=round(time.perf_counter() - t0, 3))
+        if found["clusters"]:
+            stats["maxrss_mb_clusters"] = _maxrss_mb()
         return DedupResult(out, stats)
     finally:
         if own:

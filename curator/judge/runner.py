@@ -28,10 +28,16 @@ def _accepted(frames: list[pl.DataFrame]) -> pl.Series | None:
 class IncrementalJudge:
     """Sample steps on each new batch of stored answers; counts the accepted so far for budgets."""
 
-    def __init__(self, out_dir: Path, chain: Chain, stored: set[str]):
-        """stored: every key stored so far (the open store's `keys`: no second read of the shards)."""
+    def __init__(self, out_dir: Path, chain: Chain, stored: set[str], *, engine: str = "local", ray_address: str | None = None):
+        """stored: every key stored so far (the open store's `keys`: no second read of the shards).
+        engine "ray": the dataset steps run on Ray (joined now: a missing extra fails before any spend)."""
         self.out_dir = out_dir
         self.chain = chain
+        self.engine, self.ray_address = engine, ray_address
+        if engine == "ray" and chain.dataset_steps():
+            from curator.judge.ray_runner import connect
+
+            connect(ray_address)
         self.writer = chain.verdict_writer(out_dir, replace=False)
         self.steps = chain.sample_steps()
         self.accepted = 0
@@ -72,7 +78,12 @@ class IncrementalJudge:
 
     def finish(self) -> int:
         """Run the dataset steps and publish the verdicts; returns the accepted count over all steps."""
-        run_dataset_steps(self.out_dir, self.chain, self.writer)
+        if self.engine == "ray":
+            from curator.judge.ray_runner import run_dataset_steps_ray
+
+            run_dataset_steps_ray(self.out_dir, self.chain, self.writer, run_dataset_steps, address=self.ray_address)
+        else:
+            run_dataset_steps(self.out_dir, self.chain, self.writer)
         self.writer.finish()
         self.accepted = accepted_count(self.writer.dir, [st.index for st in self.chain.steps])
         return self.accepted
@@ -86,8 +97,9 @@ def _stream(out_dir: Path, columns: list[str], earlier: pl.DataFrame, batch: int
         ).drop("ok")
 
 
-def run_dataset_steps(out_dir: Path, chain: Chain, writer: VerdictWriter) -> None:
-    steps = chain.dataset_steps()
+def run_dataset_steps(out_dir: Path, chain: Chain, writer: VerdictWriter, steps: list | None = None) -> None:
+    """The chain's dataset steps (or `steps`, some of them) over every stored sample, in order."""
+    steps = chain.dataset_steps() if steps is None else steps
     if not steps:
         return
     df = None
@@ -126,23 +138,38 @@ def run_chain(out_dir: Path, chain: Chain) -> dict[str, int]:
     return {"samples": n}
 
 
-def refilter(out: Path, chain_spec: str | None = None, *, workers: int = 2) -> tuple[str, tuple[int, int, int], list[tuple[str, int]]]:
-    """`curator filter OUT [--chain CHAIN]`: re-judge everything stored; returns the chain's name,
-    (samples, accepted, rejected) and the reject reasons with their counts."""
+def refilter(out: Path, chain_spec: str | None = None, *, workers: int = 2, engine: str = "local",
+             ray_address: str | None = None, figures: dict | None = None) -> tuple[str, tuple[int, int, int], list[tuple[str, int]]]:
+    """`curator filter OUT [--chain CHAIN] [--engine ray]`: re-judge everything stored; returns the
+    chain's name, (samples, accepted, rejected) and the reject reasons with their counts.
+    figures: filled with the Ray pipeline's figures (shuffle volume, pairs, times)."""
     from curator.judge.base import FilterContext
     from curator.judge.chain import load_chain
     from curator.errors import RunError
     from curator.store import catalog
     from curator.store.layout import OutputDir
 
+    if engine not in ("local", "ray"):
+        raise RunError(f"--engine {engine!r}: choose local or ray")
     m = OutputDir(out).manifest()
     spec = chain_spec if chain_spec is not None else m.filters
     if spec is None:
         raise RunError("no chain given (--chain) and the manifest names none")
     ctx = FilterContext(output_dir=out, base_dir=Path.cwd() if chain_spec else m.base_dir, workers=workers, teacher=m.teacher)
+    if engine == "ray":
+        from curator.judge.ray_runner import connect
+
+        connect(ray_address)  # a missing extra or a silent address: one line, before anything is read
+    elif ray_address:
+        raise RunError("--ray-address needs --engine ray")
     c = load_chain(spec, ctx)
     try:
-        run_chain(out, c)
+        if engine == "ray":
+            from curator.judge.ray_runner import run_chain_ray
+
+            (figures if figures is not None else {}).update(run_chain_ray(out, c, run_dataset_steps, workers=workers, address=ray_address))
+        else:
+            run_chain(out, c)
     finally:
         ctx.close()
         c.close()

@@ -48,11 +48,7 @@ class VerdictWriter:
         return {k for k, s in seen.items() if steps <= s}
 
     def write(self, frames: list[pl.DataFrame], tag: str) -> None:
-        frames = [f for f in frames if f.height]
-        if not frames:
-            return
-        table = pl.concat(frames).to_arrow().cast(VERDICT_SCHEMA)
-        write_atomic(table, self.dir / f"{tag}-{uuid.uuid4().hex[:12]}.parquet")
+        write_verdicts(self.dir, frames, f"{tag}-{uuid.uuid4().hex[:12]}")
 
     def replace_step(self, index: int, frame: pl.DataFrame) -> None:
         """Dataset-scope steps are recomputed over everything: their old files go once the new one is durable."""
@@ -82,6 +78,14 @@ def write_chain_file(path: Path, meta: dict[str, Any]) -> None:
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.write_text(json.dumps(meta, indent=2))
     os.replace(tmp, path)
+
+
+def write_verdicts(directory: Path, frames: list[pl.DataFrame], name: str) -> None:
+    """One verdict file `name`.parquet, atomically: a worker that redoes a batch under the same
+    name (a Ray retry) replaces its file instead of adding a second copy."""
+    frames = [f for f in frames if f.height]
+    if frames:
+        write_atomic(pl.concat(frames).to_arrow().cast(VERDICT_SCHEMA), directory / f"{name}.parquet")
 
 
 def accepted_count(verdict_dir: Path, steps: list[int]) -> int:

@@ -162,6 +162,11 @@ class Decontam(SampleFilter):
             self._index = NgramIndex(self.paths, self.params.ngram, self.params.column)
         return self._index
 
+    @index.setter
+    def index(self, built: NgramIndex) -> None:
+        """An index built elsewhere (the Ray engine builds it once and broadcasts it to its actors)."""
+        self._index = built
+
     def apply(self, df: pl.DataFrame) -> pl.DataFrame:
         unknown = [f for f in self.params.fields if f not in df.columns]
         if unknown:
