@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -91,9 +92,10 @@ class Teacher(_Strict):
     params: Params = Field(default_factory=Params)
     price: Price | None = None
     n_strategy: Literal["auto", "param", "separate"] = "auto"
-    # openai: the AsyncOpenAI client (default). aiohttp: plain JSON over one aiohttp session,
-    # ~4x less client CPU per request, for fast local teachers (see curator/sample/transport.py).
-    http: Literal["openai", "aiohttp"] = "openai"
+    # aiohttp (default): plain JSON over one aiohttp session, raising the openai package's
+    # exceptions; openai: the AsyncOpenAI client, ~3x the client CPU per request, which at
+    # thousands in flight makes the client, not the teacher, the bottleneck (bench/sampling.py).
+    http: Literal["openai", "aiohttp"] = "aiohttp"
     # For teachers that send no usage: a local tokenizer.json or .gguf to count tokens with
     # (curator/sample/tokencount.py); without one, a character estimate. Such counts are flagged.
     tokenizer: str | None = None
@@ -101,6 +103,17 @@ class Teacher(_Strict):
     # with the model's batch_discount, answers within completion_window (curator/sample/batch.py).
     mode: Literal["online", "batch"] = "online"
     batch: BatchOptions = Field(default_factory=BatchOptions)
+    # Several servers of the same model (a vLLM/SGLang fleet): requests go to these, spread by
+    # load (curator/sample/fleet.py); base_url stays the deployment's identity that keys hash.
+    replicas: list[str] | None = Field(default=None, min_length=1)
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas(cls, v: list[str] | None) -> list[str] | None:
+        problem = replica_problem(v) if v else None
+        if problem:
+            raise ValueError(problem)
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -108,6 +121,28 @@ class Teacher(_Strict):
         if isinstance(data, dict) and "api_key" in data:
             raise ValueError("teacher.api_key is not allowed: put the key in an environment variable and name it in teacher.api_key_env")
         return data
+
+
+def replica_problem(urls: list[str]) -> str | None:
+    """Why a `teacher.replicas` list is unusable (not a URL, two equal), or None."""
+    seen: dict[str, int] = {}
+    for i, url in enumerate(urls, 1):
+        try:
+            parts = urlsplit(url.strip()) if isinstance(url, str) else None
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            return f"replica {i} {url!r} is not a URL (http[s]://HOST[:PORT]/PATH)"
+        same = _same_url(url)
+        if same in seen:
+            return f"replicas {seen[same]} and {i} are the same URL ({url}): list each replica once"
+        seen[same] = i
+    return None
+
+
+def _same_url(url: str) -> str:
+    parts = urlsplit(url.strip())
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
 
 
 class Limits(_Strict):

@@ -38,7 +38,8 @@ from curator.sample.templates import Renderer
 from curator.sample.tokencount import TokenCounter, load_counter
 from curator.store import catalog
 from curator.store.layout import OutputDir
-from curator.store.sample_store import SampleStore
+from curator.store.sample_store import SampleStore, stored_keys
+from curator.store.workers import Board, FinishLock, Others, Part, check_split, pin_chain, record_split
 
 
 @dataclass
@@ -83,10 +84,12 @@ def prompt_jobs(manifest: Manifest) -> tuple[list[Job], str]:
     return out, fingerprint(src_path)
 
 
-def build_jobs(manifest: Manifest, stored: set[str]) -> tuple[list[Job], int, int, str]:
+def build_jobs(manifest: Manifest, stored: set[str], part: Part | None = None,
+               keys_out: dict[str, set[str]] | None = None) -> tuple[list[Job], int, int, str]:
     """The first round: each prompt's indices 0..n-1 with no stored answer; (jobs, samples in the
-    round, of them stored, source fingerprint)."""
+    round, of them stored, source fingerprint). part: only worker I of N's prompts."""
     prompts, fp = prompt_jobs(manifest)
+    prompts = part.split(prompts, keys_out) if part else prompts
     n = manifest.teacher.params.n
     jobs, total, have = [], 0, 0
     for t in prompts:
@@ -126,21 +129,37 @@ def write_resolved_manifest(manifest: Manifest, out_dir: Path) -> None:
     if isinstance(manifest.filters, str):
         data["filters"] = manifest.portable(manifest.filters)
     path = OutputDir(out_dir).resolved_manifest
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")  # workers of one run write it side by side
     tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     os.replace(tmp, path)
 
 
 def preflight(manifest: Manifest, api_key: str) -> None:
-    """Fail in one line before anything is sent: server unreachable, bad key."""
-    client = openai.OpenAI(base_url=normalise_endpoint(manifest.teacher.base_url), api_key=api_key, max_retries=2, timeout=min(30.0, manifest.limits.timeout_s))
+    """Fail in one line before anything is sent: server unreachable, bad key. A fleet fails only
+    when no replica answers (the others are taken out and probed during the run)."""
+    urls = manifest.teacher.replicas or [manifest.teacher.base_url]
+    unreachable = []
+    for url in urls:
+        try:
+            _check_server(manifest, api_key, url)
+            return
+        except RunError as e:
+            if not manifest.teacher.replicas or "refused the API key" in str(e):
+                raise
+            unreachable.append(url)
+    raise RunError(f"cannot reach any teacher replica (teacher.replicas): {', '.join(unreachable)}")
+
+
+def _check_server(manifest: Manifest, api_key: str, url: str) -> None:
+    what = "teacher.replicas" if manifest.teacher.replicas else "teacher.base_url"
+    client = openai.OpenAI(base_url=normalise_endpoint(url), api_key=api_key, max_retries=2, timeout=min(30.0, manifest.limits.timeout_s))
     try:
         client.models.list()
     except openai.APIConnectionError as e:
-        raise RunError(f"cannot reach the teacher at {manifest.teacher.base_url} (teacher.base_url): {type(e).__name__}") from None
+        raise RunError(f"cannot reach the teacher at {url} ({what}): {type(e).__name__}") from None
     except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
         env = manifest.teacher.api_key_env or "(none)"
-        raise RunError(f"the teacher at {manifest.teacher.base_url} refused the API key from {env} (HTTP {e.status_code})") from None
+        raise RunError(f"the teacher at {url} refused the API key from {env} (HTTP {e.status_code})") from None
     except openai.APIError:
         pass  # no /models on this server: the first request will tell
     finally:
@@ -177,6 +196,18 @@ class RunContext:
     plan: PerPromptPlan | None = None  # budget.per_prompt: who needs more samples
     display: Any = None
     monitor: Any = None
+    part: Part | None = None  # --worker I/N
+    board: Board | None = None  # the workers' spend, for budgets across them
+    all_keys: set[str] = field(default_factory=set)  # workers: every key of the run, to know when all parts are stored
+    accepted_before: int = 0
+
+    def others(self) -> Others:
+        """What the other workers spent and accepted (nothing without --worker); publishes ours."""
+        if self.board is None:
+            return Others()
+        judge = self.judge
+        self.board.publish(self.stats.cost_usd, (judge.accepted - self.accepted_before) if judge else 0, self.stats.received)
+        return self.board.others()
 
     @property
     def out_dir(self) -> Path:
@@ -184,10 +215,16 @@ class RunContext:
 
     def should_stop(self) -> str | None:
         b, judge, stats = self.manifest.budget, self.judge, self.stats
-        if b.max_accepted is not None and judge is not None and judge.accepted >= b.max_accepted:
-            return f"budget: {judge.accepted} accepted samples reached max_accepted {b.max_accepted}"
-        if b.max_accepted is not None and judge is None and self.have + stats.received >= b.max_accepted:
-            return f"budget: {self.have + stats.received} samples reached max_accepted {b.max_accepted} (no filter chain)"
+        others = self.others()
+        if b.max_usd is not None and self.board is not None and stats.cost_known:
+            spent = stats.cost_usd + others.usd
+            if spent + stats.in_flight * stats.cost_usd / max(1, stats.requests) >= b.max_usd:
+                return f"budget: the workers spent ${spent:.4f} of max_usd ${b.max_usd}"
+        if b.max_accepted is not None and judge is not None and judge.accepted + others.accepted >= b.max_accepted:
+            return f"budget: {judge.accepted + others.accepted} accepted samples reached max_accepted {b.max_accepted}"
+        have = len(self.store.keys) + others.received if self.part is not None else self.have + stats.received
+        if b.max_accepted is not None and judge is None and have >= b.max_accepted:
+            return f"budget: {have} samples reached max_accepted {b.max_accepted} (no filter chain)"
         return None
 
     def hold(self) -> bool:
@@ -198,12 +235,17 @@ class RunContext:
         if b.max_accepted is None or judge is None:
             return False
         pending = stats.received + stats.already_stored - judge.judged
-        could_be = judge.accepted + pending + stats.in_flight * self.manifest.teacher.params.n
+        could_be = judge.accepted + self.others().accepted + pending + stats.in_flight * self.manifest.teacher.params.n
         return (pending > 0 or stats.in_flight > 0) and could_be >= b.max_accepted
 
 
-def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "run", detach: bool = False) -> RunResult:
+def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "run", detach: bool = False,
+                 part: Part | None = None) -> RunResult:
+    """part: run as worker I of N on a shared OUT (curator/store/workers.py)."""
     out = OutputDir(manifest.output_dir)
+    check_split(out, part, resuming=command == "resume")
+    if part is not None and manifest.teacher.mode == "batch":
+        raise RunError(f"--worker {part}: batch mode (teacher.mode: batch) submits every missing key from one process; run it without --worker")
     api_key = api_key_for(manifest)
     price = find_price(manifest.teacher.model, manifest.teacher.price)
     if price is None:
@@ -217,19 +259,29 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
     if not later_session:
         preflight(manifest, api_key)  # a first run: fail before anything is written
 
-    store = SampleStore(out.path, shard_rows=manifest.store.shard_rows)
-    ctx = RunContext(manifest, out, api_key, price, store, chain, counter, command)
+    store = SampleStore(out.path, shard_rows=manifest.store.shard_rows, part=part)
+    ctx = RunContext(manifest, out, api_key, price, store, chain, counter, command, part=part)
     stats = ctx.stats
     try:
+        keys: dict[str, set[str]] = {}
         if manifest.budget.per_prompt is None:
-            ctx.jobs, total, ctx.have, ctx.source_fp = build_jobs(manifest, store.keys)
+            ctx.jobs, total, ctx.have, ctx.source_fp = build_jobs(manifest, store.keys, part, keys)
             prompts = []
         else:
             prompts, ctx.source_fp = prompt_jobs(manifest)
+            prompts = part.split(prompts, keys) if part else prompts
         write_resolved_manifest(manifest, out.path)
-        ctx.judge = IncrementalJudge(out.path, chain, store.keys, engine=manifest.engine, ray_address=manifest.ray_address) if chain is not None else None
+        judged = store.keys
+        if part is not None:
+            record_split(out, part)
+            ctx.board = Board(out, part, ctx.run_id)
+            ctx.all_keys, judged = keys.get("all", set()), store.keys & keys.get("mine", set())
+            if chain is not None:
+                pin_chain(out, {**chain.meta(), "sample_steps": [s.index for s in chain.sample_steps()]})
+        ctx.judge = IncrementalJudge(out.path, chain, judged, engine=manifest.engine, ray_address=manifest.ray_address) if chain is not None else None
         if ctx.judge is not None:
             stats.accepted, stats.judged = ctx.judge.accepted, ctx.judge.judged
+            ctx.accepted_before = ctx.judge.accepted
         if manifest.budget.per_prompt is not None:
             ctx.plan, ctx.jobs, total, ctx.have = _plan(manifest, ctx.judge, prompts, store.keys)
         stats.total_samples = total
@@ -260,7 +312,10 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
         if error is None and store.failed is not None:
             error = store.failed  # it failed after the last request was sent
         if ctx.judge is not None and error is None:
-            stats.accepted = ctx.judge.finish()
+            stats.accepted = _finish_judging(ctx)
+        if ctx.board is not None:
+            ctx.board.publish(stats.cost_usd, (ctx.judge.accepted - ctx.accepted_before) if ctx.judge else 0, stats.received,
+                              force=True, done=True)
         complete = error is None and stats.failed == 0 and stats.stop_reason is None
         try:
             receipt = write_receipt(ctx, complete)
@@ -276,6 +331,19 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
         if chain is not None:
             chain.close()
         store.close()
+
+
+def _finish_judging(ctx: RunContext) -> int:
+    """The dataset steps (near-dup...) judge every stored sample against the others: a worker runs
+    them only once every part is stored (the last one to finish), one worker at a time."""
+    judge = ctx.judge
+    if ctx.part is None:
+        return judge.finish()
+    with FinishLock(ctx.out):
+        if not ctx.chain.dataset_steps() or ctx.all_keys <= stored_keys(ctx.out_dir):
+            return judge.finish()
+    ctx.stats.notices.append(f"worker {ctx.part}: the dataset steps run when the last worker ends (or `curator filter {ctx.out_dir}`)")
+    return judge.accepted
 
 
 def _plan(manifest: Manifest, judge: IncrementalJudge | None, prompts: list[Job], stored: set[str]) -> tuple[PerPromptPlan, list[Job], int, int]:
@@ -417,6 +485,7 @@ def write_receipt(ctx: RunContext, complete: bool) -> Path:
     receipt = {
         "run_id": run_id,
         "command": ctx.command,
+        "worker": str(ctx.part) if ctx.part else None,
         "complete": complete,
         "stop_reason": stats.stop_reason,
         "started_at": ctx.started,
@@ -442,6 +511,8 @@ def write_receipt(ctx: RunContext, complete: bool) -> Path:
         "drift_warnings": stats.warnings,
         "notices": stats.notices,
         "window": {"final": stats.window, "lowest": stats.window_lowest, "requeued_timeouts": stats.requeued},
+        # teacher.replicas: requests, errors, tokens, latency p50/p95 (+ histogram, to merge sessions), rerouted per replica
+        "replicas": stats.replicas or None,
         # usage_estimated_samples > 0: the token and dollar totals include local estimates (no usage from the server)
         "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens, "usage_estimated_samples": stats.usage_estimated},
         "cost_usd": stats.cost_usd if (stats.cost_known and ctx.price is not None) else None,
@@ -467,8 +538,11 @@ def _record_run(ctx: RunContext, complete: bool, receipt: Path) -> None:
         con.close()
 
 
-def resume(out_dir: Path, *, progress: bool = True, detach: bool = False) -> RunResult:
-    return run_manifest(OutputDir(out_dir).manifest(), progress=progress, command="resume", detach=detach)
+def resume(out_dir: Path, *, progress: bool = True, detach: bool = False, part: Part | None = None) -> RunResult:
+    """Without part: one process finishes every part of a run split with --worker I/N too."""
+    out = OutputDir(out_dir)
+    check_split(out.require(), part, resuming=True)  # before anything is opened or written
+    return run_manifest(out.manifest(), progress=progress, command="resume", detach=detach, part=part)
 
 
 def estimate(manifest: Manifest, *, pilot: int = 50, target: int = 50_000, confidence: float = 0.9, progress: bool = False,

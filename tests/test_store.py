@@ -51,11 +51,7 @@ def test_recovery_of_journal_with_torn_line_and_keys_already_in_shards(tmp_path)
         f.write(json.dumps(rec(1)) + "\n")
         f.write('{"key": "k9999", "run": "t", "probl')
     s._journal.close()
-    import os
-
-    from curator.store import sample_store
-    os.close(s._lock_fd)
-    sample_store._HELD.discard(s._lock_name)
+    s._unlock()  # the kill takes the process's locks with it
     s2 = SampleStore(tmp_path)
     assert s2.recovered == 3  # k0003..k0005; k0001 was in a shard; the torn row was never acknowledged
     assert stored_keys(tmp_path) == {f"k{i:04d}" for i in range(6)}
@@ -134,12 +130,9 @@ from curator.store.journal import Journal, scan_journal  # noqa: E402
 
 def _abandon(s):
     """Drop a store as a kill would: no compaction, lock released."""
-    from curator.store import sample_store
-
     if s._journal is not None:
         s._journal.close()
-    os.close(s._lock_fd)
-    sample_store._HELD.discard(s._lock_name)
+    s._unlock()  # the kill takes the process's locks with it
 
 
 def test_journal_on_a_full_disk_keeps_only_whole_lines(tmp_path):

@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 
+from curator.audit.status import replica_figures
 from curator.store import catalog
 from curator.store.layout import OutputDir
 
@@ -77,7 +78,7 @@ def _journal_rows(out_dir: Path) -> int:
     d = OutputDir(out_dir).journal
     if not d.exists():
         return 0
-    return sum(p.read_bytes().count(b"\n") for p in d.glob("*.jsonl"))
+    return sum(p.read_bytes().count(b"\n") for p in [*d.glob("*.jsonl"), *d.glob("*/*.jsonl")])  # + workers' journals
 
 
 # --------------------------------------------------------------------------------------------
@@ -492,6 +493,7 @@ def build_report(out_dir: str | Path, *, per: int = PER, drift_window: int | Non
             "sources": sources(con, has_chain, per),
             "difficulty": difficulty(con, has_chain),
             "runs": runs,
+            "replicas": replica_figures(out_dir),
             "wall_s": (base["last"] - base["first"]) if base["first"] is not None else None,
         }
         report["drift"] = drift(con, out_dir, drift_window)

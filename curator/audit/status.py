@@ -6,12 +6,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from curator.sample.fleet import merge_figures
 from curator.store import catalog
 from curator.store.journal import read_journal
 from curator.store.layout import OutputDir
 from curator.store.ledger import summary as batch_summary
 from curator.store.rescue import rescue_paths
 from curator.store.sample_store import journal_paths
+
+
+def replica_figures(out_dir: Path) -> list[dict[str, Any]]:
+    """Per-replica figures of a fleet (teacher.replicas) over every session's receipt: requests,
+    errors, tokens, latency p50/p95 (from the merged histograms)."""
+    import json
+
+    groups = []
+    d = OutputDir(out_dir).receipts
+    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+        try:
+            groups.append(json.loads(p.read_text()).get("replicas") or [])
+        except (OSError, ValueError):
+            continue  # a receipt being replaced right now: the next call reads it
+    return merge_figures(groups)
 
 
 def status(out_dir: Path) -> dict[str, Any]:
@@ -64,5 +80,6 @@ def status(out_dir: Path) -> dict[str, Any]:
         "accepted": acc,
         "rejected": rej,
         "runs": runs,
+        "replicas": replica_figures(out_dir),
         "batches": batch_summary(OutputDir(out_dir).ledger),  # batch mode: each batch as last seen
     }

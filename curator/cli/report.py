@@ -115,6 +115,9 @@ def print_report(r: dict[str, Any], console: Console) -> None:
                           f"{usd(e['usd'])}): worth a stronger teacher; e.g. {ids}"
                           + (" …" if e["prompts"] > 10 else "") + "  (all: SELECT * FROM prompts WHERE accepted = 0)", highlight=False)
 
+    if r.get("replicas"):
+        console.print(replica_table(r["replicas"]))
+
     t = Table(title="Drift over the run (rolling window vs the first)", title_justify="left")
     for c in ("signal", "status", "first window", "last window", "detail"):
         t.add_column(c, justify="left" if c in ("signal", "status", "detail") else "right")
@@ -123,6 +126,19 @@ def print_report(r: dict[str, Any], console: Console) -> None:
         t.add_row(s["label"], "[red]fired[/]" if s["fired"] else "[green]ok[/]", fmt(s["baseline"]), fmt(s["last"]),
                   s.get("note") or "; ".join(s["messages"]))
     console.print(t)
+
+
+def replica_table(replicas: list[dict[str, Any]]) -> Table:
+    """Per-replica figures of a fleet (teacher.replicas) for the terminal report."""
+    from curator.audit.html_report import fmt_int
+
+    t = Table(title="Teacher replicas", title_justify="left")
+    for c in ("replica", "requests", "errors", "tokens", "latency p50 s", "latency p95 s", "taken out"):
+        t.add_column(c, justify="left" if c == "replica" else "right")
+    for f in replicas:
+        t.add_row(f["url"], fmt_int(f["requests"]), fmt_int(f["errors"]), fmt_int(f["tokens"]),
+                  _num(f["latency_p50_s"], 3), _num(f["latency_p95_s"], 3), fmt_int(f.get("taken_out")))
+    return t
 
 
 def report(

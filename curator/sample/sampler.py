@@ -20,6 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from curator.config import Manifest, Price
 from curator.errors import CuratorError
 from curator.sample.cost import request_cost
+from curator.sample.fleet import Fleet
 from curator.sample.parse import Usage, read_usage, split_reasoning
 from curator.redact import redact
 from curator.sample.ratelimit import RateLimiter, retry_after
@@ -129,6 +130,7 @@ class Stats:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # how the sampler adapted to the teacher (n ignored, congestion)
+    replicas: list[dict[str, Any]] = field(default_factory=list)  # per-replica figures (teacher.replicas, curator/sample/fleet.py)
 
 
 def normalise_endpoint(base_url: str) -> str:
@@ -345,8 +347,9 @@ class Sampler:
         self.should_stop = should_stop
         self.hold = hold  # True while the budget can only be judged once the filters catch up
         self.limiter = RateLimiter(self.limits.rpm, self.limits.tpm)
-        # Retries are ours (tenacity), so the client's own are off.
-        self.transport = make_transport(self.t.http, self.endpoint, api_key, self.limits.timeout_s, self.limits.concurrency)
+        # Retries are ours (tenacity), so the client's own are off. With teacher.replicas a fleet stands in (keys still hash base_url).
+        self.fleet = Fleet.for_teacher(self.t, self.limits, api_key, notify=self._notice, abort=self.abort, stats=stats)
+        self.transport = self.fleet or make_transport(self.t.http, self.endpoint, api_key, self.limits.timeout_s, self.limits.concurrency)
         self.n_mode = self.t.n_strategy
         self.notify = notify  # shows a notice to the user (live display); stats.notices keeps them
         self._counter = counter or CharEstimate()  # a configured tokenizer was loaded up front

@@ -1,5 +1,5 @@
-"""How a chat request reaches the teacher: through `openai.AsyncOpenAI` (the default), or straight
-over one aiohttp session for high-throughput local teachers (`teacher.http: aiohttp`).
+"""How a chat request reaches the teacher: straight over one aiohttp session (`teacher.http:
+aiohttp`, the default), or through `openai.AsyncOpenAI` (`teacher.http: openai`).
 
 Both raise the openai package's own exceptions (RateLimitError, APITimeoutError, ...), so retries,
 Retry-After handling and fail-fast errors are one code path in the sampler. The aiohttp path
@@ -61,7 +61,8 @@ class AiohttpTransport:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json", "Accept": "application/json"}
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections), timeout=self.timeout)
+        # trust_env: HTTP(S)_PROXY / NO_PROXY apply as they do for the openai client (httpx).
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections), timeout=self.timeout, trust_env=True)
         self._request = _http.Request("POST", self.url)  # for the openai exceptions' `request`
 
     async def post(self, body: dict[str, Any]) -> tuple[bytes, Mapping[str, str]]:

@@ -144,9 +144,28 @@ def connect(out_dir: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyC
                 pass  # held by a writer: the shards are the data anyway
         refresh_views(con, out_dir)
         return con
-    con = duckdb.connect(str(out_dir / CATALOG))
-    refresh_views(con, out_dir)
+    con = _open_writable(out_dir / CATALOG)
+    try:
+        refresh_views(con, out_dir)
+    except BaseException:
+        con.close()
+        raise
     return con
+
+
+def _open_writable(path: Path, wait_s: float = 60.0) -> duckdb.DuckDBPyConnection:
+    """The catalog file for writing. Workers of one run (--worker I/N) each refresh it and record
+    their session when they end: one holds it for a moment, the next waits its turn."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def query(out_dir: str | Path, sql: str, params: list | dict | None = None) -> list[tuple]:

@@ -8,7 +8,10 @@ check, the resolved manifest and the chain that wrote the verdicts.
     OUT/receipts/<run>.json     one per session
     OUT/quarantine/             shards that could not be read, kept, never deleted
     OUT/catalog.duckdb          views over the above + the runs table
-    OUT/.lock                   held by the single writer
+    OUT/.lock                   held by the single writer (shared by the workers of --worker I/N)
+    OUT/.lock-wIofN             held by worker I of N; its journal is OUT/journal/wIofN/
+    OUT/workers.json            how many parts --worker split the run in
+    OUT/workers/wIofN.json      each worker's spend, read by the others (budgets across workers)
     OUT/batches/ledger.jsonl    batch mode: uploaded files, their rows, batches, their ends
 """
 
@@ -71,6 +74,23 @@ class OutputDir:
     @property
     def lock(self) -> Path:
         return self.path / ".lock"
+
+    def worker_lock(self, tag: str) -> Path:
+        return self.path / f".lock-{tag}"
+
+    def worker_journal(self, tag: str) -> Path:
+        return self.journal / tag
+
+    @property
+    def workers_file(self) -> Path:
+        return self.path / "workers.json"
+
+    def board(self, tag: str) -> Path:
+        return self.path / "workers" / f"{tag}.json"
+
+    @property
+    def finish_lock(self) -> Path:
+        return self.path / ".lock-finish"
 
     @property
     def batches(self) -> Path:

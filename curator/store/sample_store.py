@@ -34,6 +34,7 @@ from curator.store.journal import Journal, read_journal, scan_journal
 from curator.store.layout import QUARANTINE, OutputDir
 from curator.store.rescue import RescueJournal, rescue_paths
 from curator.store.shards import footer_path, new_shard_name, warn, read_checked, readable_parquet, records_to_table, remove_partials, salvage_rows, write_atomic
+from curator.store.workers import Part
 
 
 
@@ -49,8 +50,9 @@ def shard_paths(out_dir: Path) -> list[Path]:
 
 
 def journal_paths(out_dir: Path) -> list[Path]:
+    """Every journal: a plain run's (OUT/journal/*.jsonl) and each worker's (OUT/journal/wIofN/*.jsonl)."""
     d = OutputDir(out_dir).journal
-    return sorted(d.glob("*.jsonl")) if d.exists() else []
+    return sorted(d.glob("*.jsonl")) + sorted(d.glob("*/*.jsonl")) if d.exists() else []
 
 
 def stored_keys(out_dir: Path) -> set[str]:
@@ -69,29 +71,39 @@ class SampleStore:
     lockf, not flock: flock locks belong to the open file and so are inherited by forked worker
     processes (filter pools), which would then hold the directory after this store closed."""
 
-    def __init__(self, out_dir: Path, shard_rows: int = 20_000):
+    def __init__(self, out_dir: Path, shard_rows: int = 20_000, part: Part | None = None):
+        """part: this store is worker I of N (store/workers.py): OUT/.lock shared, its own lock,
+        journal folder and shard names; start-up repairs only its own leftovers."""
         self.out_dir = out_dir
         self.shard_rows = shard_rows
+        self.part = part
+        layout = OutputDir(out_dir)
+        self.journal_dir = layout.worker_journal(part.tag) if part else layout.journal
+        self._shard_prefix = f"shard-{part.tag}" if part else "shard"
         out_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_name = str(out_dir.resolve())
-        busy = StoreLocked(f"{out_dir}: another curator process is writing here (lock held on {OutputDir(out_dir).lock})")
-        if self._lock_name in _HELD:
-            raise busy
-        self._lock_fd = os.open(OutputDir(out_dir).lock, os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_fds: list[int] = []
+        self._lock_names: list[str] = []
         try:
-            fcntl.lockf(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except (BlockingIOError, PermissionError):
-            os.close(self._lock_fd)
-            raise busy from None
-        _HELD.add(self._lock_name)
+            if part is None:
+                self._lock(layout.lock, fcntl.LOCK_EX, f"{out_dir}: another curator process is writing here (lock held on {layout.lock})")
+            else:
+                self._lock(layout.lock, fcntl.LOCK_SH, f"{out_dir}: a curator process without --worker is writing here (lock held on {layout.lock})")
+                self._lock(layout.worker_lock(part.tag), fcntl.LOCK_EX,
+                           f"{out_dir}: worker {part} is already running here (lock held on {layout.worker_lock(part.tag)})")
+        except BaseException:
+            self._unlock()
+            raise
         self.notices: list[str] = []  # what start-up repaired, one line each (also on stderr)
         self._first_error: StoreError | None = None  # the first write that failed (a shard or the journal)
         self.journal_failed: StoreError | None = None  # the journal refused a write: later answers go to the rescue journal
         self._journal: Journal | None = None
         self._rescue = RescueJournal(out_dir)
         try:
-            remove_partials(out_dir / "shards")
-            remove_partials(OutputDir(out_dir).verdicts)
+            if part is None:
+                remove_partials(out_dir / "shards")
+                remove_partials(OutputDir(out_dir).verdicts)
+            else:  # another worker's temp files are writes in progress, not leftovers
+                remove_partials(out_dir / "shards", prefix=self._shard_prefix)
             # One pass over the shards' key and seq columns gives the stored keys, the next seq
             # and which shards are unreadable.
             self.keys: set[str] = set()
@@ -104,6 +116,20 @@ class SampleStore:
             raise
         self._pending: list[dict[str, Any]] = []  # journaled rows not yet in a shard
         self.new_shards: list[Path] = []
+
+    def _lock(self, path: Path, mode: int, busy: str) -> None:
+        name = str(path.resolve())
+        if name in _HELD:
+            raise StoreLocked(busy)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, mode | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):
+            os.close(fd)
+            raise StoreLocked(busy) from None
+        _HELD.add(name)
+        self._lock_fds.append(fd)
+        self._lock_names.append(name)
 
     def _remember(self, keys: list[str], seqs: list[int | None]) -> None:
         self.keys.update(keys)
@@ -133,7 +159,7 @@ class SampleStore:
         return dest
 
     def _write_shard(self, rows: list[dict[str, Any]]) -> Path:
-        path = self.out_dir / "shards" / new_shard_name()
+        path = self.out_dir / "shards" / new_shard_name(self._shard_prefix)
         try:
             return write_atomic(records_to_table(rows, SAMPLE_SCHEMA), path, keep_footer=True)
         except OSError as e:
@@ -156,6 +182,8 @@ class SampleStore:
             else:
                 bad.append((p, problem))
         for p, problem in bad:
+            if self.part is not None and not p.name.startswith(self._shard_prefix + "-"):
+                continue  # another worker's (left out by every reader); its owner or a plain resume repairs it
             rows = [r for r in salvage_rows(p) if isinstance(r.get("key"), str) and r["key"] not in self.keys]
             if rows:
                 self._write_recovered(rows)
@@ -163,7 +191,7 @@ class SampleStore:
             moved.append(dest)
             self._notice(f"{p}: unreadable shard ({problem}); moved to {dest}, {len(rows)} rows salvaged, the rest will be requested again")
         vdir = OutputDir(self.out_dir).verdicts
-        for p in sorted(vdir.glob("*.parquet")) if vdir.exists() else []:
+        for p in sorted(vdir.glob("*.parquet")) if vdir.exists() and self.part is None else []:
             _, problem = read_checked(p, ["key", "step"])
             if problem is not None:
                 dest = self._move_to_quarantine(p)
@@ -174,8 +202,12 @@ class SampleStore:
     def _recover(self) -> int:
         """Compact journals left by a killed run; rows already in a shard are dropped. A journal with
         lines that do not parse is kept in quarantine/ instead of removed (its good lines are stored)."""
-        rescued = rescue_paths(self.out_dir)
-        leftovers = journal_paths(self.out_dir) + rescued
+        if self.part is not None:  # its own journal only; rescue journals wait for a plain resume
+            rescued = []
+            leftovers = sorted(self.journal_dir.glob("*.jsonl")) if self.journal_dir.exists() else []
+        else:
+            rescued = rescue_paths(self.out_dir)
+            leftovers = journal_paths(self.out_dir) + rescued
         if not leftovers:
             return 0
         rows: dict[str, dict[str, Any]] = {}
@@ -223,7 +255,7 @@ class SampleStore:
         if self.journal_failed is None:
             try:
                 if self._journal is None:
-                    self._journal = Journal(self.out_dir / "journal" / f"{uuid.uuid4().hex}.jsonl")
+                    self._journal = Journal(self.journal_dir / f"{uuid.uuid4().hex}.jsonl")
                 self._journal.append(fresh)
             except StoreError as e:
                 self.journal_failed = e
@@ -292,10 +324,9 @@ class SampleStore:
             raise StoreError(f"updating catalog {path} failed: {' '.join(str(e).split())[:200]}") from None
 
     def _unlock(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
-            _HELD.discard(self._lock_name)
+        while self._lock_fds:
+            os.close(self._lock_fds.pop())
+            _HELD.discard(self._lock_names.pop())
 
     def close(self) -> None:
         """Compact and refresh the catalog, and always release the lock, even when the disk is full

@@ -90,12 +90,14 @@ def records_to_table(records: list[dict[str, Any]], schema: pa.Schema) -> pa.Tab
     return pa.Table.from_pylist([{name: r.get(name) for name in schema.names} for r in records], schema=schema)
 
 
-def remove_partials(directory: Path) -> None:
-    """Temp files of writes a kill cut short, and footer copies whose shard never landed."""
+def remove_partials(directory: Path, prefix: str = "") -> None:
+    """Temp files of writes a kill cut short, and footer copies whose shard never landed (only
+    those of files named `prefix-*` when given: a worker's own, not its neighbours' writes)."""
+    pat = f".{prefix}-*" if prefix else ".*"
     if directory.exists():
-        for p in directory.glob(".*.partial"):
+        for p in directory.glob(f"{pat}.partial"):
             p.unlink(missing_ok=True)
-        for p in directory.glob(".*.footer"):
+        for p in directory.glob(f"{pat}.footer"):
             if not (directory / p.name[1:-len(".footer")]).exists():
                 p.unlink(missing_ok=True)
 

@@ -4,6 +4,7 @@ staging folder swapped in atomically when a chain replaces another), beside chai
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -60,7 +61,7 @@ class VerdictWriter:
         # sample_steps: the steps that judge each answer alone (the catalog's pass rate of a prompt).
         meta = {"name": self.chain["name"], "digest": self.chain["digest"], "steps": self.chain["steps"],
                 "sample_steps": self.sample_steps}
-        (self.dir / CHAIN_FILE).write_text(json.dumps(meta, indent=2))
+        write_chain_file(self.dir / CHAIN_FILE, meta)
         if self.staging:
             old = self.out_dir / f".verdicts-old-{uuid.uuid4().hex[:8]}"
             if self.final.exists():
@@ -70,6 +71,13 @@ class VerdictWriter:
             shutil.rmtree(old, ignore_errors=True)
             self.dir = self.final
             self.staging = False
+
+
+def write_chain_file(path: Path, meta: dict[str, Any]) -> None:
+    """Atomically: workers of one run (--worker I/N) write it side by side, and readers never see half."""
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, path)
 
 
 def write_verdicts(directory: Path, frames: list[pl.DataFrame], name: str) -> None:
