@@ -136,7 +136,9 @@ def test_disk_full_under_the_journal_keeps_answers_in_flight_in_a_rescue_journal
     on another disk, the error line names it, and resume stores them without buying them again."""
     rescue = tmp_path / "rescue"
     monkeypatch.setenv("CURATOR_RESCUE_DIR", str(rescue))
-    url = teacher()
+    # Answers spread over time (jitter), so the journal takes a few appends before its disk fills
+    # rather than one batch of all eight that fails whole.
+    url = teacher(jitter_ms=150)
     m = manifest(tmp_path, url, shard_rows=30, concurrency=8)
     out = tmp_path / "out"
     tmpfs(out / "journal", 8)  # a few answers (~1.5 kB each), not a journal of 30
