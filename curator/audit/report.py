@@ -78,6 +78,32 @@ def chain_info(out_dir: Path) -> dict[str, Any] | None:
     return {"name": data.get("name"), "digest": data.get("digest"), "steps": steps}
 
 
+# The CoT length in words is the number of `\S+` matches of DuckDB's regex engine (RE2: whitespace
+# is space, \t, \n, \r, \f). Counted in Python instead, 3x faster at 1M CoTs: str.split() agrees
+# except on what it also splits at (\v, \x1c-\x1f, Unicode spaces), which are turned into letters first.
+_RE2_SPACE = " \t\n\r\f"
+_ASCII_ODD_SPACE = ("\x0b", "\x1c", "\x1d", "\x1e", "\x1f")
+_NOT_RE2_SPACE: dict[int, str] = {}
+
+
+def cot_words(text: str) -> int:
+    """`length(regexp_extract_all(text, '\\S+'))`, as DuckDB computes it."""
+    if not text.isascii() or any(c in text for c in _ASCII_ODD_SPACE):
+        if not _NOT_RE2_SPACE:
+            _NOT_RE2_SPACE.update({i: "x" for i in range(0x110000) if chr(i).isspace() and chr(i) not in _RE2_SPACE})
+        text = text.translate(_NOT_RE2_SPACE)
+    return len(text.split())
+
+
+def _register_cot_words(con: duckdb.DuckDBPyConnection) -> None:
+    import pyarrow as pa
+
+    def words(col):  # (no annotations: DuckDB evaluates them, and pyarrow is imported here)
+        return pa.array([0 if t is None else cot_words(t) for t in col.to_pylist()], type=pa.int64())
+
+    con.create_function("curator_cot_words", words, ["VARCHAR"], "BIGINT", type="arrow")
+
+
 def _journal_rows(out_dir: Path) -> int:
     d = OutputDir(out_dir).journal
     if not d.exists():
@@ -453,19 +479,24 @@ def build_report(out_dir: str | Path, *, per: int = PER, drift_window: int | Non
         con.execute(f"SET threads = {THREADS}")
         con.execute("SET temp_directory = ?", [scratch])
         con.execute("SET preserve_insertion_order = false")
+        _register_cot_words(con)
         chain = chain_info(out_dir)
         has_chain = bool(chain and chain["steps"])
         # One pass over the Parquet files: the columns the report reads (no CoT text), and the
         # verdicts of stored samples; every query below reads these two tables.
+        # The CoT's lengths are computed before the dedup window (`shards_files`): through the
+        # window, every CoT text would be sorted and spilled (minutes at 1M samples).
         con.execute(
-            """
+            f"""
             CREATE TEMP TABLE rs AS
-            SELECT key, prompt_id, sample_index, source, gold, completion, cot_source, finish_reason,
-                   prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens, cost_usd, usage_estimated, request_id,
-                   latency_s, created_at, seq,
-                   length(coalesce(cot, '')) AS cot_chars, length(coalesce(completion, '')) AS completion_chars,
-                   length(regexp_extract_all(coalesce(cot, ''), '\\S+')) AS cot_len
-            FROM shards_raw
+            SELECT * FROM (
+                SELECT key, prompt_id, sample_index, source, gold, completion, cot_source, finish_reason,
+                       prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens, cost_usd, usage_estimated, request_id,
+                       latency_s, created_at, seq,
+                       length(coalesce(cot, '')) AS cot_chars, length(coalesce(completion, '')) AS completion_chars,
+                       curator_cot_words(coalesce(cot, '')) AS cot_len
+                FROM shards_files
+            ) {catalog.DEDUP_SAMPLES}
             """
         )
         con.execute("CREATE TEMP TABLE rv AS SELECT v.* FROM verdicts v SEMI JOIN rs USING (key)")

@@ -23,6 +23,10 @@ _DUCK_TYPES = {
 }
 
 
+# The one row a key keeps, of `shards_files` (a crash can leave a key in two shards).
+DEDUP_SAMPLES = "QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq) = 1"
+
+
 def _empty_select(schema) -> str:
     cols = ", ".join(f"CAST(NULL AS {_DUCK_TYPES[str(f.type)]}) AS {f.name}" for f in schema)
     return f"SELECT {cols} WHERE false"
@@ -99,10 +103,12 @@ def refresh_views(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
         # A key appears once even if a crash left it in two shards (recovery re-wrote a journal).
         # The empty select by name: shards written before a column existed still show it (as null).
         files = f"SELECT * FROM read_parquet({_files(shards)}, union_by_name=true) UNION ALL BY NAME {_empty_select(SAMPLE_SCHEMA)}"
-        raw = f"SELECT * FROM ({files}) QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq) = 1"
     else:
-        raw = _empty_select(SAMPLE_SCHEMA)
-    con.execute(f"CREATE OR REPLACE VIEW shards_raw AS {raw}")
+        files = _empty_select(SAMPLE_SCHEMA)
+    # `shards_files`: every stored row, duplicates included, for a reader that computes its columns
+    # (text lengths) before the dedup, so the texts never go through the window (the report).
+    con.execute(f"CREATE OR REPLACE VIEW shards_files AS {files}")
+    con.execute(f"CREATE OR REPLACE VIEW shards_raw AS SELECT * FROM shards_files {DEDUP_SAMPLES}")
 
     vfiles = readable_parquet(OutputDir(out_dir).verdicts, hint=hint.replace("requests its lost rows again", "judges its samples again"))
     if vfiles:
