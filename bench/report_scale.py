@@ -96,6 +96,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, help="with --from: make --out from the first ROWS samples of this folder")
     ap.add_argument("--from", dest="src", type=Path)
     ap.add_argument("--verbose", action="store_true", help="list the float sums that differ in their last bits")
+    ap.add_argument("--keep", type=Path, help="copy the JSON reports (baseline.json, this.json) to this folder")
     a = ap.parse_args()
     if a.rows and a.src:
         make_subset(a.src, a.rows, a.out)
@@ -105,6 +106,10 @@ def main() -> None:
         if a.baseline:
             runs["baseline"] = run_report(a.baseline, a.out, a.python, tmp, "baseline")
         runs["this"] = run_report(ROOT, a.out, a.python, tmp, "this")
+        if a.keep:
+            a.keep.mkdir(parents=True, exist_ok=True)
+            for tag in runs:
+                shutil.copy2(tmp / f"{tag}.json", a.keep / f"{tag}.json")
     n = runs["this"]["report"].get("sampled")
     print(f"curator report {a.out} --json --no-html   ({n:,} samples)")
     for tag, f in runs.items():
