@@ -79,27 +79,37 @@ def chain_info(out_dir: Path) -> dict[str, Any] | None:
 
 
 # The CoT length in words is the number of `\S+` matches of DuckDB's regex engine (RE2: whitespace
-# is space, \t, \n, \r, \f). Counted in Python instead, 3x faster at 1M CoTs: str.split() agrees
-# except on what it also splits at (\v, \x1c-\x1f, Unicode spaces), which are turned into letters first.
-_RE2_SPACE = " \t\n\r\f"
-_ASCII_ODD_SPACE = ("\x0b", "\x1c", "\x1d", "\x1e", "\x1f")
-_NOT_RE2_SPACE: dict[int, str] = {}
-
-
-def cot_words(text: str) -> int:
-    """`length(regexp_extract_all(text, '\\S+'))`, as DuckDB computes it."""
-    if not text.isascii() or any(c in text for c in _ASCII_ODD_SPACE):
-        if not _NOT_RE2_SPACE:
-            _NOT_RE2_SPACE.update({i: "x" for i in range(0x110000) if chr(i).isspace() and chr(i) not in _RE2_SPACE})
-        text = text.translate(_NOT_RE2_SPACE)
-    return len(text.split())
-
-
+# is space, \t, \n, \r, \f; any other byte, UTF-8 included, is part of a word): counted over the
+# Arrow buffer with numpy instead, a word being a non-space byte after a space or at the start.
+# 40k 3 KB CoTs: 0.3 s (2 threads: numpy releases the GIL) against 2.9 s for regexp_extract_all on 1 thread.
 def _register_cot_words(con: duckdb.DuckDBPyConnection) -> None:
+    import numpy as np
     import pyarrow as pa
 
+    space = np.zeros(256, dtype=bool)
+    space[list(b" \t\n\r\f")] = True
+
     def words(col):  # (no annotations: DuckDB evaluates them, and pyarrow is imported here)
-        return pa.array([0 if t is None else cot_words(t) for t in col.to_pylist()], type=pa.int64())
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks()
+        col = col.cast(pa.large_string())
+        n = len(col)
+        _, obuf, dbuf = col.buffers()
+        off = np.frombuffer(obuf, dtype=np.int64)[col.offset:col.offset + n + 1]
+        if n == 0 or off[-1] == off[0]:
+            return pa.array(np.zeros(n, dtype=np.int64))
+        data = np.frombuffer(dbuf, dtype=np.uint8)[off[0]:off[-1]]
+        off = off - off[0]
+        ws = space[data]
+        start = np.empty(len(data) + 1, dtype=bool)  # one spare: reduceat's index may equal len(data)
+        start[:-1] = ~ws
+        start[1:-1] &= ws[:-1]
+        start[-1] = False
+        first, nonempty = off[:-1], off[1:] > off[:-1]
+        start[first[nonempty]] = ~ws[first[nonempty]]  # a text's first byte starts a word whatever precedes it
+        counts = np.add.reduceat(start, first, dtype=np.int64)
+        counts[~nonempty] = 0
+        return pa.array(counts)
 
     con.create_function("curator_cot_words", words, ["VARCHAR"], "BIGINT", type="arrow")
 
