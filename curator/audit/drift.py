@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+from array import array
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -95,15 +96,28 @@ def features(r: dict[str, Any]) -> Features:
     """What the signals look at, from one stored sample (a record dict or a report row).
     A `math_passed` field (the math filter's verdict) takes precedence over the gold check; a
     `cot_len` field (words, computed by the caller) stands in for the `cot` text."""
-    correct = r.get("math_passed")
+    return features_of(r.get("seq"), int(r["cot_len"]) if r.get("cot_len") is not None else cot_words(r.get("cot")),
+                       r.get("cot_source"), r.get("completion"), r.get("gold"), r.get("math_passed"))
+
+
+def features_of(seq: int | None, cot_len: int, cot_source: str | None, completion: str | None, gold: str | None,
+                math_passed: bool | None, gold_cache: dict | None = None) -> Features:
+    """`features` from the columns (the report streams them from DuckDB without building a dict a
+    row); `gold_cache` keeps each distinct gold's parsed answer (a set has few distinct golds)."""
+    correct = math_passed
     if correct is None:
-        correct = matches_gold(r.get("completion"), r.get("gold"))
-    completion = r.get("completion") or ""
+        if gold_cache is None:
+            correct = matches_gold(completion, gold)
+        else:
+            g = gold_cache.get(gold, gold_cache)
+            if g is gold_cache:
+                g = gold_cache[gold] = gold_answer(gold)
+            correct = None if g is None else predicted_answer(completion) == g
     return Features(
-        seq=r.get("seq"),
-        cot_len=int(r["cot_len"]) if r.get("cot_len") is not None else cot_words(r.get("cot")),
-        no_think=(r.get("cot_source") or "none") == "none",
-        no_boxed=_BOXED.search(completion) is None,
+        seq=seq,
+        cot_len=cot_len,
+        no_think=(cot_source or "none") == "none",
+        no_boxed=_BOXED.search(completion or "") is None,
         correct=None if correct is None else bool(correct),
     )
 
@@ -309,15 +323,16 @@ def default_window(n: int, cap: int = 200) -> int:
     return max(20, min(cap, n // 5))
 
 
-def _series(values: list[float | None], window: int, seqs: list[int], how: str, points: int = 200) -> dict[str, list]:
-    """Rolling value every few samples (for plots): median or mean of the last `window` values."""
+def _series(values: Any, window: int, seqs: Any, how: str, points: int = 200) -> dict[str, list]:
+    """Rolling value every few samples (for plots): median or mean of the last `window` values
+    (NaN: no value, e.g. no gold to judge accuracy by)."""
     n = len(values)
     if n < window:
         return {"seq": [], "value": []}
     stride = max(1, (n - window) // points)
     xs, ys = [], []
     for end in range(window, n + 1, stride):
-        part = [v for v in values[end - window:end] if v is not None]
+        part = [v for v in values[end - window:end] if v == v]
         if not part:
             continue
         xs.append(seqs[end - 1])
@@ -330,8 +345,12 @@ def drift_signals(df: Any, window: int | None = None, **thresholds: Any) -> list
     `worst`, `messages`, `series`) for samples in `df` (polars DataFrame or list of dicts with
     seq, cot, completion, cot_source, gold and optionally math_passed), in seq order."""
     rows = df.sort("seq").to_dicts() if hasattr(df, "to_dicts") else sorted(df, key=lambda r: r.get("seq") or 0)
-    feats = [features(r) for r in rows]
-    n = len(feats)
+    return drift_from_features((features(r) for r in rows), len(rows), window, **thresholds)
+
+
+def drift_from_features(feats: Iterable[Features], n: int, window: int | None = None, **thresholds: Any) -> list[dict[str, Any]]:
+    """`drift_signals` over `n` features in seq order, read once (a stream: the report feeds a
+    million without holding them; only compact arrays of the plotted values are kept)."""
     w = window or default_window(n)
     out: list[dict[str, Any]] = []
     if n < 2 * w:
@@ -341,15 +360,18 @@ def drift_signals(df: Any, window: int | None = None, **thresholds: Any) -> list
                         "baseline": None, "last": None, "worst": None, "messages": [], "series": {"seq": [], "value": []}})
         return out
     mon = DriftMonitor(window=w, **thresholds)
-    mon.observe_features(feats)
+    seqs = array("q")
+    raw = {"cot_length": (array("d"), "median"), "no_think": (array("d"), "mean"),
+           "no_boxed": (array("d"), "mean"), "accuracy": (array("d"), "mean")}
+    nan = float("nan")
+    for i, f in enumerate(feats):
+        mon._add(f)
+        seqs.append(f.seq if f.seq is not None else i)
+        raw["cot_length"][0].append(float(f.cot_len))
+        raw["no_think"][0].append(float(f.no_think))
+        raw["no_boxed"][0].append(float(f.no_boxed))
+        raw["accuracy"][0].append(nan if f.correct is None else float(f.correct))
     final = mon.values() if len(mon.recent) == w else {}
-    seqs = [f.seq if f.seq is not None else i for i, f in enumerate(feats)]
-    raw = {
-        "cot_length": ([float(f.cot_len) for f in feats], "median"),
-        "no_think": ([float(f.no_think) for f in feats], "mean"),
-        "no_boxed": ([float(f.no_boxed) for f in feats], "mean"),
-        "accuracy": ([None if f.correct is None else float(f.correct) for f in feats], "mean"),
-    }
     for metric, (kind, label, unit) in SIGNALS.items():
         events = [e for e in mon.events if e["metric"] == metric]
         series = _series(raw[metric][0], w, seqs, raw[metric][1])

@@ -23,6 +23,10 @@ _DUCK_TYPES = {
 }
 
 
+# The one row a key keeps, of `shards_files` (a crash can leave a key in two shards).
+DEDUP_SAMPLES = "QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq) = 1"
+
+
 def _empty_select(schema) -> str:
     cols = ", ".join(f"CAST(NULL AS {_DUCK_TYPES[str(f.type)]}) AS {f.name}" for f in schema)
     return f"SELECT {cols} WHERE false"
@@ -36,7 +40,7 @@ def _files(paths: list[Path]) -> str:
     return "[" + ", ".join(_q(p) for p in paths) + "]"
 
 
-def _chain_steps(out_dir: Path) -> tuple[int, list[int]]:
+def chain_steps(out_dir: Path) -> tuple[int, list[int]]:
     """(steps of the chain, indices of its sample-scope steps: all of them for chains judged
     before chain.json recorded which)."""
     data = OutputDir(out_dir).chain()
@@ -44,6 +48,49 @@ def _chain_steps(out_dir: Path) -> tuple[int, list[int]]:
         return 0, []
     steps = len(data.get("steps", []))
     return steps, [int(i) for i in data.get("sample_steps", range(steps))]
+
+
+def samples_sql(shards: str, verdicts: str, steps: int) -> str:
+    """The `samples` view's query over any samples/verdicts relations (the report runs it over its
+    narrow temp tables, so its numbers are the view's without re-reading the Parquet files)."""
+    return f"""
+        WITH v AS (
+            SELECT key,
+                   count(*) AS n_steps,
+                   bool_and(passed) AS all_passed,
+                   min_by(filter || ':' || reason, step) FILTER (WHERE NOT passed) AS reject_reason
+            FROM {verdicts} GROUP BY key
+        )
+        SELECT s.*,
+               CASE WHEN v.all_passed = false THEN false
+                    WHEN v.n_steps >= {steps} AND {steps} > 0 THEN true
+                    ELSE NULL END AS accepted,
+               v.reject_reason
+        FROM {shards} s LEFT JOIN v USING (key)
+        """
+
+
+def prompts_sql(samples: str, verdicts: str, steps: int, sample_steps: list[int]) -> str:
+    """The `prompts` view's query. A prompt's difficulty: `solved` answers passed every sample-scope
+    step (correctness, format: what a stronger teacher would change), `accepted` passed the whole
+    chain (near-dup too); pass_rate = solved / judged. No chain: every count but sampled is null."""
+    ns = len(sample_steps)
+    return f"""
+        WITH sv AS (
+            SELECT key, count(DISTINCT step) = {ns} AS judged, bool_and(passed) AS ok
+            FROM {verdicts} WHERE list_contains({[int(i) for i in sample_steps]}::INTEGER[], step) GROUP BY key
+        )
+        SELECT s.prompt_id,
+               count(*) AS sampled,
+               CASE WHEN {ns} > 0 THEN count(*) FILTER (WHERE sv.judged) END AS judged,
+               CASE WHEN {ns} > 0 THEN count(*) FILTER (WHERE sv.judged AND sv.ok) END AS solved,
+               CASE WHEN {steps} > 0 THEN count(*) FILTER (WHERE s.accepted) END AS accepted,
+               CASE WHEN {ns} > 0 THEN (count(*) FILTER (WHERE sv.judged AND sv.ok)) / nullif(count(*) FILTER (WHERE sv.judged), 0) END AS pass_rate,
+               sum(coalesce(s.prompt_tokens, 0) + coalesce(s.completion_tokens, 0))::BIGINT AS tokens,
+               CASE WHEN count(*) FILTER (WHERE s.cost_usd IS NULL) = 0 THEN sum(s.cost_usd) END AS cost_usd
+        FROM {samples} s LEFT JOIN sv USING (key)
+        GROUP BY s.prompt_id
+        """
 
 
 def refresh_views(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
@@ -56,10 +103,12 @@ def refresh_views(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
         # A key appears once even if a crash left it in two shards (recovery re-wrote a journal).
         # The empty select by name: shards written before a column existed still show it (as null).
         files = f"SELECT * FROM read_parquet({_files(shards)}, union_by_name=true) UNION ALL BY NAME {_empty_select(SAMPLE_SCHEMA)}"
-        raw = f"SELECT * FROM ({files}) QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq) = 1"
     else:
-        raw = _empty_select(SAMPLE_SCHEMA)
-    con.execute(f"CREATE OR REPLACE VIEW shards_raw AS {raw}")
+        files = _empty_select(SAMPLE_SCHEMA)
+    # `shards_files`: every stored row, duplicates included, for a reader that computes its columns
+    # (text lengths) before the dedup, so the texts never go through the window (the report).
+    con.execute(f"CREATE OR REPLACE VIEW shards_files AS {files}")
+    con.execute(f"CREATE OR REPLACE VIEW shards_raw AS SELECT * FROM shards_files {DEDUP_SAMPLES}")
 
     vfiles = readable_parquet(OutputDir(out_dir).verdicts, hint=hint.replace("requests its lost rows again", "judges its samples again"))
     if vfiles:
@@ -69,48 +118,9 @@ def refresh_views(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
         ver = _empty_select(VERDICT_SCHEMA)
     con.execute(f"CREATE OR REPLACE VIEW verdicts AS {ver}")
 
-    steps, sample_steps = _chain_steps(out_dir)
-    con.execute(
-        f"""
-        CREATE OR REPLACE VIEW samples AS
-        WITH v AS (
-            SELECT key,
-                   count(*) AS n_steps,
-                   bool_and(passed) AS all_passed,
-                   min_by(filter || ':' || reason, step) FILTER (WHERE NOT passed) AS reject_reason
-            FROM verdicts GROUP BY key
-        )
-        SELECT s.*,
-               CASE WHEN v.all_passed = false THEN false
-                    WHEN v.n_steps >= {steps} AND {steps} > 0 THEN true
-                    ELSE NULL END AS accepted,
-               v.reject_reason
-        FROM shards_raw s LEFT JOIN v USING (key)
-        """
-    )
-    # A prompt's difficulty: `solved` answers passed every sample-scope step (correctness, format:
-    # what a stronger teacher would change), `accepted` passed the whole chain (near-dup too);
-    # pass_rate = solved / judged. No chain: every count but sampled is null.
-    ns = len(sample_steps)
-    con.execute(
-        f"""
-        CREATE OR REPLACE VIEW prompts AS
-        WITH sv AS (
-            SELECT key, count(DISTINCT step) = {ns} AS judged, bool_and(passed) AS ok
-            FROM verdicts WHERE list_contains({[int(i) for i in sample_steps]}::INTEGER[], step) GROUP BY key
-        )
-        SELECT s.prompt_id,
-               count(*) AS sampled,
-               CASE WHEN {ns} > 0 THEN count(*) FILTER (WHERE sv.judged) END AS judged,
-               CASE WHEN {ns} > 0 THEN count(*) FILTER (WHERE sv.judged AND sv.ok) END AS solved,
-               CASE WHEN {steps} > 0 THEN count(*) FILTER (WHERE s.accepted) END AS accepted,
-               CASE WHEN {ns} > 0 THEN (count(*) FILTER (WHERE sv.judged AND sv.ok)) / nullif(count(*) FILTER (WHERE sv.judged), 0) END AS pass_rate,
-               sum(coalesce(s.prompt_tokens, 0) + coalesce(s.completion_tokens, 0))::BIGINT AS tokens,
-               CASE WHEN count(*) FILTER (WHERE s.cost_usd IS NULL) = 0 THEN sum(s.cost_usd) END AS cost_usd
-        FROM samples s LEFT JOIN sv USING (key)
-        GROUP BY s.prompt_id
-        """
-    )
+    steps, sample_steps = chain_steps(out_dir)
+    con.execute(f"CREATE OR REPLACE VIEW samples AS {samples_sql('shards_raw', 'verdicts', steps)}")
+    con.execute(f"CREATE OR REPLACE VIEW prompts AS {prompts_sql('samples', 'verdicts', steps, sample_steps)}")
     _ensure_runs(con)
 
 

@@ -112,7 +112,7 @@ class Handler(BaseHTTPRequestHandler):
             snap = h.snap
             stale = h.report_as_of is not None and snap is not None and h.report_as_of < snap.as_of
             if h.report_state == "idle" or (stale and h.report_state != "running"):
-                h.start_report()  # only when the charts are looked at: at a million samples it is minutes and gigabytes
+                h.start_report()  # normally started with each snapshot; here if that has not happened
             self._json({"state": h.report_state, "error": h.report_error, "as_of": h.report_as_of, "report": h.report})
             return
         snap = h.snap
