@@ -18,9 +18,12 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from curator.audit.viewer.bloom import build_filter, group_entries, may_contain, query_entries
 
 FIELDS = ("problem", "cot", "completion")
 MIN_WORD = 3
@@ -57,6 +60,7 @@ class WordIndex:
         self.groups: list[tuple[str, int]] = []
         self.group_id: dict[tuple[str, int], int] = {}
         self.files: dict[str, tuple[int, float]] = {}  # indexed file -> (size, mtime) when indexed
+        self.blooms: dict[int, np.ndarray] = {}  # row-group id -> its Bloom filter (bloom.py)
         self.building = False
         self.build_s = 0.0
 
@@ -72,6 +76,7 @@ class WordIndex:
         f = pq.ParquetFile(path)
         cols = [c for c in FIELDS if c in f.schema_arrow.names]
         local: dict[str, int] = {}
+        blooms: dict[int, np.ndarray] = {}
         for g in range(f.metadata.num_row_groups):
             with self.lock:
                 gid = self.group_id.get((path, g))
@@ -80,11 +85,14 @@ class WordIndex:
                     self.groups.append((path, g))
                     self.group_id[(path, g)] = gid
             bit = 1 << gid
-            for w in group_words(f.read_row_group(g, columns=cols)):
+            table = f.read_row_group(g, columns=cols)
+            for w in group_words(table):
                 local[w] = local.get(w, 0) | bit
+            blooms[gid] = build_filter(group_entries(table.columns))
         with self.lock:
             for w, bits in local.items():
                 self.words[w] = self.words.get(w, 0) | bits
+            self.blooms.update(blooms)
             self.files[path] = (st.st_size, st.st_mtime)
 
     def build(self, paths: list[str]) -> None:
@@ -122,6 +130,21 @@ class WordIndex:
                     bits |= b
             out = bits if out is None else out & bits
         return out
+
+    def candidates_for(self, q: str) -> int | None:
+        """Bitset of row groups that may hold q: those the word index keeps (None: all) and whose
+        Bloom filter holds every token, piece and pair of q (bloom.py)."""
+        out = self.candidates(query_words(q))
+        entries = query_entries(q)
+        if not len(entries):
+            return out
+        with self.lock:
+            blooms = list(self.blooms.items())
+        bits = 0
+        for gid, packed in blooms:
+            if may_contain(packed, entries):
+                bits |= 1 << gid
+        return bits if out is None else out & bits
 
     def status(self, paths: list[str]) -> dict:
         done = sum(1 for p in paths if self.covers(p))
