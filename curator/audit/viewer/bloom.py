@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 PIECE = 5  # characters per token piece and per side of a pair
-MIN_BITS, MAX_BITS = 1 << 12, 1 << 19  # per row group: at most 64 KB, 64 MB for 1,000 row groups
+MIN_BITS, MAX_BITS = 1 << 12, 1 << 18  # per row group: at most 32 KB, 32 MB for 1,000 row groups
 HASHES = 2
 # U+0345 (a combining mark) is case-insensitively equal to the Greek iota, so it counts as a letter.
 TOKEN_SEP = r"[^\p{L}\p{N}\x{0345}]+"
