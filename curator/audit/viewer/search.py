@@ -8,6 +8,10 @@ reading only the row groups that hold every one of its words, in storage order, 
 once the page is full. The index only rules row groups out; each candidate is matched exactly
 (case-insensitive substring), so it never changes what a search finds, only how fast.
 
+Beside the word index, each row group has a Bloom filter (bloom.py) over every token (numbers
+and short ones too), 5-character pieces and adjacent-word pairs: a row group is read only if both
+keep it, so a number or a rare phrase of common words is narrowed too.
+
 Shards are immutable once written, so the index is built once per shard file (in the background
 after each snapshot) and kept across refreshes; a shard not indexed yet is simply read whole."""
 
