@@ -6,7 +6,12 @@ import random
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curator.audit.viewer.bloom import build_filter, group_entries, may_contain, query_entries
+from curator.audit.viewer.bloom import (
+    build_filter,
+    group_entries,
+    may_contain,
+    query_entries,
+)
 
 TEXTS = [
     "Wait, let me check that again: 417 times 23 is 9591. So the answer is $\\boxed{9591}$.",

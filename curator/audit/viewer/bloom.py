@@ -164,8 +164,7 @@ def build_filter(h: np.ndarray) -> np.ndarray:
     """A packed bit array sized to the entries (a power of two between MIN_BITS and MAX_BITS)."""
     want = max(MIN_BITS, min(MAX_BITS, 8 * len(h)))
     bits = 1 << (want - 1).bit_length()
-    if bits > MAX_BITS:
-        bits = MAX_BITS
+    bits = min(bits, MAX_BITS)
     flags = np.zeros(bits, bool)
     flags[_positions(h, bits)] = True
     return np.packbits(flags, bitorder="little")

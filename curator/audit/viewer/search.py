@@ -27,7 +27,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curator.audit.viewer.bloom import build_filter, group_entries, may_contain, query_entries
+from curator.audit.viewer.bloom import (
+    build_filter,
+    group_entries,
+    may_contain,
+    query_entries,
+)
 
 FIELDS = ("problem", "cot", "completion")
 MIN_WORD = 3
