@@ -110,7 +110,7 @@ def _pair_hash(ends: np.ndarray, starts: np.ndarray) -> np.ndarray:
         return _mix(ends * np.uint64(0xFF51AFD7ED558CCD) ^ starts ^ _TAG_PAIR)
 
 
-def _token_ids(col: pa.Array) -> tuple[pa.Array, np.ndarray]:
+def _token_ids(col: pa.Array) -> tuple[pa.Array, np.ndarray, pa.Array]:
     """The text's tokens in order, as ids into a dictionary of distinct tokens. Split on spaces
     first, so the regex runs over the distinct space-separated pieces only (a few thousand)."""
     enc = pc.dictionary_encode(pc.list_flatten(pc.split_pattern(col, " ")))
@@ -127,18 +127,20 @@ def _token_ids(col: pa.Array) -> tuple[pa.Array, np.ndarray]:
     # A separator at either end of a space-separated piece leaves an empty token: dropped, so the
     # tokens on both sides of "is $\\boxed" stay adjacent.
     empty = np.asarray(pc.equal(pc.utf8_length(sub.dictionary), 0).to_numpy(zero_copy_only=False))
-    return sub.dictionary, seq[~empty[seq]]
+    return sub.dictionary, seq[~empty[seq]], enc.dictionary
 
 
-def group_entries(columns: list[pa.ChunkedArray | pa.Array]) -> np.ndarray:
-    """Hashes of the entries of one row group's text fields: tokens, pieces, adjacent pairs."""
-    hashes = []
+def group_entries(columns: list[pa.ChunkedArray | pa.Array]) -> tuple[np.ndarray, list[pa.Array]]:
+    """Hashes of the entries of one row group's text fields (tokens, pieces, adjacent pairs), and
+    each field's distinct space-separated pieces (the word index starts from those)."""
+    hashes, spaced = [], []
     for col in columns:
         if isinstance(col, pa.ChunkedArray):
             col = col.combine_chunks()
         if len(col) == 0:
             continue
-        raw, seq = _token_ids(col)
+        raw, seq, pieces = _token_ids(col)
+        spaced.append(pieces)
         words = normalize(raw)
         hashes.append(hash_strings(words, _TAG_TOKEN))
         hashes.append(hash_strings(_pieces(words), _TAG_PIECE))
@@ -151,7 +153,7 @@ def group_entries(columns: list[pa.ChunkedArray | pa.Array]) -> np.ndarray:
         a, b = seq[:-1], seq[1:]
         keep = wordy[a] & wordy[b]
         hashes.append(_pair_hash(ends[a[keep]], starts[b[keep]]))
-    return np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
+    return (np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)), spaced
 
 
 def _positions(h: np.ndarray, bits: int) -> np.ndarray:

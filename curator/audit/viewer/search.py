@@ -52,6 +52,11 @@ def group_words(table: pa.Table) -> list[str]:
     for col in table.columns:
         toks = pc.list_flatten(pc.split_pattern(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col, " "))
         parts.append(pc.unique(toks))
+    return words_of(parts)
+
+
+def words_of(parts: list[pa.Array]) -> list[str]:
+    """Index words of the distinct space-separated pieces of a row group's fields."""
     if not parts:
         return []
     u = pc.unique(pa.chunked_array(parts).combine_chunks())
@@ -94,10 +99,10 @@ class WordIndex:
                     self.groups.append((path, g))
                     self.group_id[(path, g)] = gid
             bit = 1 << gid
-            table = f.read_row_group(g, columns=cols)
-            for w in group_words(table):
+            entries, spaced = group_entries(f.read_row_group(g, columns=cols).columns)
+            for w in words_of(spaced):
                 local[w] = local.get(w, 0) | bit
-            blooms[gid] = build_filter(group_entries(table.columns))
+            blooms[gid] = build_filter(entries)
         with self.lock:
             for w, bits in local.items():
                 self.words[w] = self.words.get(w, 0) | bits
