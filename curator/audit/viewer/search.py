@@ -126,6 +126,8 @@ class WordIndex:
                     except (OSError, pa.ArrowException):
                         pass  # a file gone or unreadable: it is read whole when searched
         finally:
+            # Arrow's allocator keeps what the build freed; handed back so the server's peak stays low.
+            pa.default_memory_pool().release_unused()
             self.build_s = time.time() - t0
             with self.lock:
                 self.building = False
