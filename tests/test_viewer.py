@@ -358,7 +358,18 @@ def test_search_with_the_word_index_finds_what_a_scan_finds(viewer, out_dir, pag
         time.sleep(0.2)
     assert idx["words"] > 0
     sentence = json.loads(q(out_dir, "SELECT details FROM verdicts WHERE filter = 'language' AND NOT passed LIMIT 1")[0][0])["examples"][0]["text"]
-    for text, fields in ((sentence, "problem,cot,completion"), ("PWNED=1", "cot"), ("no such words anywhere", "cot")):
+    # A digits-only query and a phrase of two words that are each in many samples but rarely
+    # side by side (the Bloom filters' numbers and word pairs), cut inside words too.
+    cots = [c for (c,) in q(out_dir, "SELECT cot FROM samples WHERE cot IS NOT NULL")]
+    nums = sorted({m for c in cots for m in re.findall(r"\d{3,}", c)}, key=lambda m: sum(m in c for c in cots))
+    pairs = {}
+    for c in cots:
+        for m in re.finditer(r"(?=\b([A-Za-z]{4,}) ([A-Za-z]{4,})\b)", c):
+            pairs[m.group(1) + " " + m.group(2)] = pairs.get(m.group(1) + " " + m.group(2), 0) + 1
+    rare = [p for p, n in pairs.items() if n == 1 and all(sum(w in c for c in cots) > 3 for w in p.split())]
+    extra = [(nums[0], "cot")] + [(p, "cot") for p in rare[:1]] + [(p[1:-1].upper(), "cot") for p in rare[:1]]
+    assert len(extra) == 3, (len(nums), len(rare))
+    for text, fields in ((sentence, "problem,cot,completion"), ("PWNED=1", "cot"), ("no such words anywhere", "cot"), *extra):
         cols = fields.split(",")
         want = sorted(k for (k,) in q(out_dir, f"SELECT key FROM samples WHERE {' OR '.join(c + ' ILIKE ?' for c in cols)}",
                                       [f"%{text}%"] * len(cols)))

@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from curator.audit.viewer.search import WordIndex, match_rows, query_words
+from curator.audit.viewer.search import WordIndex, match_rows
 from curator.records import SAMPLE_SCHEMA
 from curator.audit.report import chain_info
 from curator.store import catalog
@@ -288,7 +288,7 @@ class Snapshot:
         if narrowed:
             allowed = set(cur.execute(f"SELECT DISTINCT file_id, rg FROM idx WHERE {where} AND rg IS NOT NULL", params).fetchall())
         index = self.index
-        cand = index.candidates(query_words(q.q)) if index is not None else None
+        cand = index.candidates_for(q.q) if index is not None else None
         keys: list[str] = []
         scanned = skipped = 0
         stopped = False

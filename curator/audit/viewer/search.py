@@ -8,6 +8,10 @@ reading only the row groups that hold every one of its words, in storage order, 
 once the page is full. The index only rules row groups out; each candidate is matched exactly
 (case-insensitive substring), so it never changes what a search finds, only how fast.
 
+Beside the word index, each row group has a Bloom filter (bloom.py) over every token (numbers
+and short ones too), 5-character pieces and adjacent-word pairs: a row group is read only if both
+keep it, so a number or a rare phrase of common words is narrowed too.
+
 Shards are immutable once written, so the index is built once per shard file (in the background
 after each snapshot) and kept across refreshes; a shard not indexed yet is simply read whole."""
 
@@ -18,9 +22,17 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from curator.audit.viewer.bloom import (
+    build_filter,
+    group_entries,
+    may_contain,
+    query_entries,
+)
 
 FIELDS = ("problem", "cot", "completion")
 MIN_WORD = 3
@@ -40,6 +52,11 @@ def group_words(table: pa.Table) -> list[str]:
     for col in table.columns:
         toks = pc.list_flatten(pc.split_pattern(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col, " "))
         parts.append(pc.unique(toks))
+    return words_of(parts)
+
+
+def words_of(parts: list[pa.Array]) -> list[str]:
+    """Index words of the distinct space-separated pieces of a row group's fields."""
     if not parts:
         return []
     u = pc.unique(pa.chunked_array(parts).combine_chunks())
@@ -57,6 +74,7 @@ class WordIndex:
         self.groups: list[tuple[str, int]] = []
         self.group_id: dict[tuple[str, int], int] = {}
         self.files: dict[str, tuple[int, float]] = {}  # indexed file -> (size, mtime) when indexed
+        self.blooms: dict[int, np.ndarray] = {}  # row-group id -> its Bloom filter (bloom.py)
         self.building = False
         self.build_s = 0.0
 
@@ -72,6 +90,7 @@ class WordIndex:
         f = pq.ParquetFile(path)
         cols = [c for c in FIELDS if c in f.schema_arrow.names]
         local: dict[str, int] = {}
+        blooms: dict[int, np.ndarray] = {}
         for g in range(f.metadata.num_row_groups):
             with self.lock:
                 gid = self.group_id.get((path, g))
@@ -80,11 +99,14 @@ class WordIndex:
                     self.groups.append((path, g))
                     self.group_id[(path, g)] = gid
             bit = 1 << gid
-            for w in group_words(f.read_row_group(g, columns=cols)):
+            entries, spaced = group_entries(f.read_row_group(g, columns=cols).columns)
+            for w in words_of(spaced):
                 local[w] = local.get(w, 0) | bit
+            blooms[gid] = build_filter(entries)
         with self.lock:
             for w, bits in local.items():
                 self.words[w] = self.words.get(w, 0) | bits
+            self.blooms.update(blooms)
             self.files[path] = (st.st_size, st.st_mtime)
 
     def build(self, paths: list[str]) -> None:
@@ -104,6 +126,8 @@ class WordIndex:
                     except (OSError, pa.ArrowException):
                         pass  # a file gone or unreadable: it is read whole when searched
         finally:
+            # Arrow's allocator keeps what the build freed; handed back so the server's peak stays low.
+            pa.default_memory_pool().release_unused()
             self.build_s = time.time() - t0
             with self.lock:
                 self.building = False
@@ -122,6 +146,21 @@ class WordIndex:
                     bits |= b
             out = bits if out is None else out & bits
         return out
+
+    def candidates_for(self, q: str) -> int | None:
+        """Bitset of row groups that may hold q: those the word index keeps (None: all) and whose
+        Bloom filter holds every token, piece and pair of q (bloom.py)."""
+        out = self.candidates(query_words(q))
+        entries = query_entries(q)
+        if not len(entries):
+            return out
+        with self.lock:
+            blooms = list(self.blooms.items())
+        bits = 0
+        for gid, packed in blooms:
+            if may_contain(packed, entries):
+                bits |= 1 << gid
+        return bits if out is None else out & bits
 
     def status(self, paths: list[str]) -> dict:
         done = sum(1 for p in paths if self.covers(p))
