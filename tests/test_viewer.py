@@ -369,6 +369,7 @@ def test_search_with_the_word_index_finds_what_a_scan_finds(viewer, out_dir, pag
     rare = [p for p, n in pairs.items() if n == 1 and all(sum(w in c for c in cots) > 3 for w in p.split())]
     extra = [(nums[0], "cot")] + [(p, "cot") for p in rare[:1]] + [(p[1:-1].upper(), "cot") for p in rare[:1]]
     assert len(extra) == 3, (len(nums), len(rare))
+    narrowed = {sentence, "PWNED=1", "no such words anywhere"}
     for text, fields in ((sentence, "problem,cot,completion"), ("PWNED=1", "cot"), ("no such words anywhere", "cot"), *extra):
         cols = fields.split(",")
         want = sorted(k for (k,) in q(out_dir, f"SELECT key FROM samples WHERE {' OR '.join(c + ' ILIKE ?' for c in cols)}",
@@ -376,6 +377,8 @@ def test_search_with_the_word_index_finds_what_a_scan_finds(viewer, out_dir, pag
         assert len(want) < 50
         r = viewer.api("samples?" + urllib.parse.urlencode({"q": text, "fields": fields, "limit": 50}))
         assert sorted(x["key"] for x in r["rows"]) == want and r["total"] == len(want) and r["total_exact"]
-        assert r["groups_read"] < r["groups_total"] or r["groups_total"] == 1
+        # The extra queries are about equality only: in two row groups a rare pair, or a cut word
+        # looked up by its 5-letter pieces, may sit in both (test_viewer_bloom checks the narrowing).
+        assert text not in narrowed or r["groups_read"] < r["groups_total"] or r["groups_total"] == 1
     _goto(page, viewer.url + "#/samples?q=" + urllib.parse.quote(sentence))
     assert "row groups" in page.text_content("#count")
