@@ -194,21 +194,23 @@ def _status(out: Path) -> dict:
 
 
 def test_status_shows_per_replica_figures_while_the_run_goes(tmp_path):
-    """A running session publishes its per-replica figures (OUT/live/): `status` shows them, and
-    they grow, before the run ends; a killed session's figures still count; once a session's
-    receipt is written the receipt holds them and its live file is gone."""
+    """Running sessions (here two workers of one run) publish their per-replica figures
+    (OUT/live/): `status` shows them merged across the workers, and they grow, before the run
+    ends; a killed session's figures still count; once a session's receipt is written the receipt
+    holds them and its live file is gone."""
     fast = ServerProcess(ServerConfig.load({"latency_ms": 150}))
     slow = ServerProcess(ServerConfig.load({"latency_ms": 900}))
     try:
         urls = [fast.base_url, slow.base_url]
-        m = write_manifest(tmp_path, IDENTITY, n=1, problems=300, extra_teacher=_replicas(urls), limits=", concurrency: 4")
+        m = write_manifest(tmp_path, IDENTITY, n=1, problems=400, extra_teacher=_replicas(urls), limits=", concurrency: 2")
         out = tmp_path / "out"
-        proc = _start_cli("run", m, "--no-progress")
+        procs = [_start_cli("run", m, "--worker", f"{i}/2", "--no-progress") for i in (1, 2)]
         try:
             seen: list[dict[str, dict]] = []
             deadline = time.monotonic() + 90
             while len(seen) < 2:
-                assert proc.poll() is None, proc.communicate()
+                for p in procs:
+                    assert p.poll() is None, p.communicate()
                 assert time.monotonic() < deadline, "no live replica figures in status"
                 if (out / "manifest.resolved.yaml").exists():
                     figs = {f["url"]: f for f in _status(out)["replicas"]}
@@ -216,7 +218,7 @@ def test_status_shows_per_replica_figures_while_the_run_goes(tmp_path):
                         seen.append(figs)
                 time.sleep(0.3)
             text = cli("status", out).stdout
-            assert proc.poll() is None, "the run ended before the last look: the figures were not live"
+            assert all(p.poll() is None for p in procs), "a worker ended before the last look: the figures were not live"
             first, second = seen
             assert set(second) == set(urls)
             for url in urls:
@@ -226,29 +228,33 @@ def test_status_shows_per_replica_figures_while_the_run_goes(tmp_path):
             assert second[slow.base_url]["requests"] < second[fast.base_url]["requests"]
             assert second[slow.base_url]["latency_p50_s"] > 3 * second[fast.base_url]["latency_p50_s"]
             assert f"replica {slow.base_url}:" in text and "now up" in text
-            proc.kill()  # kill -9: no receipt; what it bought still counts
-            proc.wait()
+            for p in procs:
+                p.kill()  # kill -9: no receipt; what they bought still counts
+                p.wait()
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        time.sleep(0.1)
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
         killed = {f["url"]: f for f in _status(out)["replicas"]}
+        files = [json.loads(p.read_text()) for p in (out / "live").glob("*.json")]
+        assert sorted(f["worker"] for f in files) == ["1/2", "2/2"]
+        for url in urls:  # merged across the workers
+            assert killed[url]["requests"] == sum(r["requests"] for f in files for r in f["replicas"] if r["url"] == url)
+            assert killed[url]["up"] is None and killed[url]["in_flight"] is None  # no session is running
         assert killed[fast.base_url]["requests"] >= second[fast.base_url]["requests"]
-        assert killed[fast.base_url]["up"] is None  # no session is running
-        assert len(list((out / "live").glob("*.json"))) == 1
 
-        # The next session (more in flight: keys do not depend on limits) finishes the run.
+        # The next session (more in flight: keys do not depend on limits) finishes every part.
         m2 = write_manifest(tmp_path, IDENTITY, n=1, extra_teacher=_replicas(urls), limits=", concurrency: 24", name="m2.yaml")
         res = cli("run", m2, "--no-progress", timeout=120)
         assert res.returncode == 0, res.stderr
-        assert len(stored_keys(out)) == 300
+        assert len(stored_keys(out)) == 400
         final = {f["url"]: f for f in _status(out)["replicas"]}
         r = {f["url"]: f for f in _receipt(out)["replicas"]}
-        assert len(list((out / "live").glob("*.json"))) == 1  # only the killed session's: the next one's went with its receipt
-        for url in urls:  # the killed session's figures plus the resume's receipt
+        assert len(list((out / "live").glob("*.json"))) == 2  # the killed sessions': the last one's went with its receipt
+        for url in urls:  # the killed sessions' figures plus the last session's receipt
             assert final[url]["requests"] == killed[url]["requests"] + r[url]["requests"]
-        # (The killed session's file is its last publication: answers of its last second are not in it.)
+        # (A killed session's file is its last publication: answers of its last second are not in it.)
         assert sum(f["requests"] for f in r.values()) > 0
     finally:
         fast.stop()
