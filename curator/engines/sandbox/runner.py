@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+from curator.errors import CuratorError
+
 Status = Literal["ok", "failed", "timeout", "memory", "crashed", "error"]
 
 TAIL_BYTES = 4096
@@ -173,11 +175,42 @@ def split_tests(tests: str | Sequence[str] | None, entry_point: str | None = Non
 _SCRIPTS = Path(__file__).resolve().parent / "scripts"
 _LAUNCHER = (_SCRIPTS / "launcher.py").read_text(encoding="utf-8")
 _HARNESS = (_SCRIPTS / "harness.py").read_text(encoding="utf-8")
+_SOLUTION = (_SCRIPTS / "solution.py").read_text(encoding="utf-8")
+
+_BPF: bytes | None = None
+
+
+def seccomp_filter() -> bytes:
+    """The BPF program the sandbox loads: socket(AF_UNIX) fails with EACCES, io_uring is ENOSYS (its
+    ops would bypass the socket rule), calls from a foreign ABI kill the process (libseccomp's
+    default). Raises SeccompUnavailable when libseccomp (the pyseccomp package) can't build it."""
+    global _BPF
+    if _BPF is None:
+        try:
+            import errno
+            import socket
+
+            import pyseccomp as sc
+
+            f = sc.SyscallFilter(sc.ALLOW)
+            f.add_rule(sc.ERRNO(errno.EACCES), "socket", sc.Arg(0, sc.EQ, socket.AF_UNIX))
+            f.add_rule(sc.ERRNO(errno.ENOSYS), "io_uring_setup")
+            with tempfile.TemporaryFile() as t:
+                f.export_bpf(t)
+                t.seek(0)
+                _BPF = t.read()
+        except Exception as e:  # ImportError, OSError (no libseccomp.so.2), RuntimeError
+            raise SeccompUnavailable(f"{type(e).__name__}: {e}") from None
+    return _BPF
 
 
 # --------------------------------------------------------------------------------------------------
 # Parent side
 # --------------------------------------------------------------------------------------------------
+
+class SeccompUnavailable(CuratorError):
+    """libseccomp can't build the sandbox's filter on this machine."""
+
 
 _uid_lock = threading.Lock()
 _uids_in_use: set[int] = set()
@@ -280,12 +313,15 @@ def run_python(
     isolation: Literal["auto", "basic"] = "auto",
     uid: int | None = None,
     python: str | None = None,
+    seccomp: Literal["require", "skip"] = "require",
 ) -> SandboxResult:
     """Run `code`, then each test of `tests` (see `split_tests`), in a sandboxed subprocess.
 
     isolation="auto" uses namespaces when the kernel lets us; "basic" skips them (rlimits, own uid
     when root, and the audit hook only). uid: the uid to run as when we are root (default: a fresh
-    unused one per run). python: the interpreter (default: ours)."""
+    unused one per run; the judge gets another). python: the interpreter (default: ours).
+    seccomp="require" (default) refuses to run (status "error", one line) when the filter that
+    denies UNIX sockets can't be built or loaded; "skip" is the explicit, weaker opt-out."""
     if os.name != "posix" or not sys.platform.startswith("linux"):
         raise RuntimeError("curator.engines.sandbox needs Linux")
     if uid == 0:
@@ -296,20 +332,36 @@ def run_python(
     total = len(test_idx)
     python = python or sys.executable
     marker = ("@@curator-sandbox-" + secrets.token_hex(16) + "@@").encode()
+    bpf = b""
+    if seccomp == "require":
+        try:
+            bpf = seccomp_filter()
+        except SeccompUnavailable as e:
+            return SandboxResult(0, total, "error", error=f"sandbox: seccomp unavailable ({e}): cannot block UNIX sockets; "
+                                 "install libseccomp2 and pyseccomp, or opt out with seccomp='skip'", duration_s=time.monotonic() - t0)
     is_root = os.geteuid() == 0
     run_uid = (uid if uid is not None else _alloc_uid()) if is_root else None
+    judge_uid = _alloc_uid() if is_root else None
     workdir = tempfile.mkdtemp(prefix="curator-sbx-")
+    res_r, res_w = os.pipe()
     try:
         if run_uid is not None:
+            # the solution owns the folder; the judge only needs to enter it (its cwd)
             os.chown(workdir, run_uid, run_uid)
-        os.chmod(workdir, 0o700)
+            os.chmod(workdir, 0o711)
+        else:
+            os.chmod(workdir, 0o700)
         cpu = max(1, int(timeout_s + 0.999))
         file_b = max_file_mb * 1024 * 1024
         mem_b = memory_mb * 1024 * 1024
         cfg = {
             "marker": marker.decode(),
             "namespaces": isolation == "auto",
-            "uid": run_uid,
+            "uid": judge_uid,
+            "sol_uid": run_uid,
+            "solution": _SOLUTION,
+            "seccomp": bpf.hex(),
+            "results_fd": res_w,
             "workdir": workdir,
             "python": python,
             "harness": _HARNESS,
@@ -331,10 +383,11 @@ def run_python(
             ],
         }
         cfg_b = json.dumps(cfg).encode()
-        payload = json.dumps({"marker": marker.decode(), "code": code, "units": units}).encode()
+        payload = json.dumps({"code": code, "units": units}).encode()
         stdin_data = len(cfg_b).to_bytes(8, "big") + cfg_b + payload
         out = _Stream(marker)
         err = _Stream(marker)
+        res = _Stream(b"")
         killed_by_parent = None
         try:
             proc = subprocess.Popen(
@@ -346,28 +399,40 @@ def run_python(
                 env=_minimal_env(workdir),
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=(res_w,),
             )
         except OSError as e:
             return SandboxResult(0, total, "error", error=f"cannot start the sandbox: {e}", duration_s=time.monotonic() - t0, uid=run_uid)
+        finally:
+            os.close(res_w)
+            res_w = -1
         try:
-            killed_by_parent = _pump(proc, stdin_data, out, err, deadline=t0 + timeout_s + 5.0, max_output=max_output_mb * 1024 * 1024)
+            killed_by_parent = _pump(proc, stdin_data, out, err, res_r, res, deadline=t0 + timeout_s + 5.0, max_output=max_output_mb * 1024 * 1024)
         finally:
             _reap(proc)
-        return _result(out, err, total, test_idx, killed_by_parent, time.monotonic() - t0, run_uid)
+        return _result(out, err, res, total, test_idx, killed_by_parent, time.monotonic() - t0, run_uid)
     finally:
+        for fd in (res_r, res_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
         shutil.rmtree(workdir, ignore_errors=True)
         if uid is None:
             _free_uid(run_uid)
+        _free_uid(judge_uid)
 
 
-def _pump(proc: subprocess.Popen, stdin_data: bytes, out: _Stream, err: _Stream, *, deadline: float, max_output: int) -> str | None:
-    """Feed stdin, drain stdout/stderr until both close; returns why we killed it, if we did."""
+def _pump(proc: subprocess.Popen, stdin_data: bytes, out: _Stream, err: _Stream, res_fd: int, res: _Stream, *, deadline: float, max_output: int) -> str | None:
+    """Feed stdin, drain stdout/stderr/results until all close; returns why we killed it, if we did."""
     sel = selectors.DefaultSelector()
     assert proc.stdin and proc.stdout and proc.stderr
     os.set_blocking(proc.stdin.fileno(), False)
     sel.register(proc.stdin, selectors.EVENT_WRITE)
     sel.register(proc.stdout, selectors.EVENT_READ, out)
     sel.register(proc.stderr, selectors.EVENT_READ, err)
+    sel.register(res_fd, selectors.EVENT_READ, res)
     pos = 0
     killed = None
     exited_at = None
@@ -395,7 +460,7 @@ def _pump(proc: subprocess.Popen, stdin_data: bytes, out: _Stream, err: _Stream,
                         proc.stdin.close()
                     continue
                 try:
-                    data = os.read(key.fileobj.fileno(), 65536)
+                    data = os.read(key.fd, 65536)
                 except OSError:
                     data = b""
                 if not data:
@@ -445,32 +510,42 @@ def _reap(proc: subprocess.Popen) -> None:
             pass
 
 
-def _result(out: _Stream, err: _Stream, total: int, test_idx: list[int], killed_by_parent: str | None, duration: float, run_uid: int | None) -> SandboxResult:
+def _result(out: _Stream, err: _Stream, res: _Stream, total: int, test_idx: list[int], killed_by_parent: str | None, duration: float, run_uid: int | None) -> SandboxResult:
     info: dict[str, Any] = {}
-    started = done = False
+    started = done = gone = False
     killed = None
-    exit_signal = None
+    exit_signal = sol_signal = None
     sol_err = None
     mem_seen = False
     unit_res: dict[int, dict[str, Any]] = {}
+    # The supervisor's events come on stdout, tagged with the run's marker; the judge's come on
+    # their own pipe (results), which only the judge holds: no line the solution prints counts.
     for ev in out.events:
         if "info" in ev and not info:
             info = ev["info"]
-        elif "start" in ev:
+        elif "killed" in ev:
+            killed = killed or ev["killed"]
+        elif "exit" in ev:
+            exit_signal = ev.get("signal")
+        elif "sol_signal" in ev:
+            sol_signal = ev["sol_signal"]
+    for ev in res.events:
+        if not isinstance(ev, dict):
+            continue
+        if "start" in ev:
             started = True
         elif "sol" in ev:
             if not ev["sol"]:
                 sol_err = ev.get("err")
             mem_seen = mem_seen or bool(ev.get("mem"))
+            gone = gone or bool(ev.get("gone"))
         elif "u" in ev:
             unit_res.setdefault(int(ev["u"]), ev)
             mem_seen = mem_seen or bool(ev.get("mem"))
+        elif "gone" in ev:
+            gone = True
         elif "done" in ev:
             done = True
-        elif "killed" in ev:
-            killed = killed or ev["killed"]
-        elif "exit" in ev:
-            exit_signal = ev.get("signal")
     tests = []
     for i in test_idx:
         r = unit_res.get(i)
@@ -481,13 +556,19 @@ def _result(out: _Stream, err: _Stream, total: int, test_idx: list[int], killed_
     stderr_tail = err.text()
     error = sol_err or setup_err or first_fail
     killed = killed or killed_by_parent
-    if killed == "timeout" or exit_signal in (signal.SIGXCPU,):
+    cpu = signal.SIGXCPU in (exit_signal, sol_signal)
+    if killed == "timeout" or cpu:
         status: Status = "timeout"
-        error = f"timed out ({'cpu' if exit_signal == signal.SIGXCPU else 'wall clock'})"
+        error = f"timed out ({'cpu' if cpu else 'wall clock'})"
     elif killed == "memory":
         status, error = "memory", "memory limit (all processes together)"
     elif killed == "output":
         status, error = "crashed", "output limit exceeded"
+    elif gone and mem_seen:
+        status, error = "memory", error or "MemoryError"
+    elif gone:
+        status = "crashed"
+        error = f"the solution process died (signal {sol_signal})" if sol_signal else "the solution process exited before the tests finished"
     elif done:
         status = "ok" if passed == total else ("memory" if mem_seen else "failed")
     elif not started:
