@@ -2,7 +2,8 @@
 
 `run_python(code, tests)` starts a tiny launcher (`python -I -S -c LAUNCHER`, minimal environment,
 own session) that, when it can, enters new network / mount / pid / ipc / uts namespaces, then forks
-a supervisor (pid 1 of the new pid namespace) which sets up the filesystem and forks the harness:
+a supervisor (pid 1 of the new pid namespace) which sets up the filesystem and forks the judge and
+the solution process:
 
 * network: a new network namespace (no interfaces up, not even loopback); without one (not root
   and no user namespaces) an audit hook in the harness refuses socket connect/bind/send, DNS and
@@ -12,26 +13,37 @@ a supervisor (pid 1 of the new pid namespace) which sets up the filesystem and f
   /tmp, /var/tmp, /dev/shm, /run/lock, an own size-limited tmpfs as cwd/HOME/TMPDIR, /root and /home
   masked by empty tmpfs (the interpreter's prefix bind-mounted back when it lives there), a fresh
   /proc that shows only the sandbox's processes;
-* user: as root the harness runs under its own unused uid/gid (one per run, no groups,
-  PR_SET_NO_NEW_PRIVS), so it cannot signal, ptrace or write anything of ours, and RLIMIT_NPROC
-  (not enforced for uid 0) counts only this run's processes;
+* user: as root the solution runs under its own unused uid/gid (one per run, no groups,
+  PR_SET_NO_NEW_PRIVS) and the judge under another, so the code cannot signal, ptrace or write
+  anything of ours or the judge's, and RLIMIT_NPROC (not enforced for uid 0) counts only its processes;
 * rlimits: CPU, address space, file size, open files, processes, no core dumps;
 * time: wall-clock deadline in the supervisor and again in the parent; when the supervisor (pid 1)
   exits the kernel kills every process left in the namespace (fork bombs, setsid escapes);
 * memory: besides RLIMIT_AS per process, the supervisor sums the resident memory of the whole
   namespace and kills it past `memory_mb * 2` (forked hogs);
-* output: stdout/stderr beyond `max_output_mb` kills the run; only tails are kept.
+* output: stdout/stderr beyond `max_output_mb` kills the run; only tails are kept;
+* UNIX sockets: a seccomp filter (built with libseccomp through `pyseccomp`, loaded by the
+  supervisor for itself and everything below it) makes socket(AF_UNIX) fail and disables io_uring,
+  so no socket on the filesystem (/run, /tmp, the project...) can be reached; abstract sockets are
+  per network namespace anyway. When the filter can't be built or loaded the run is refused with
+  one line (status "error"); `seccomp="skip"` is the explicit opt-out.
 
-Tests are run one unit at a time inside the harness (per assert), each result line tagged with a
-random marker that is handed to the harness over stdin (never in argv, env or a file), so a
-solution that prints cannot forge a pass. (Code running in the same interpreter could still dig the
-marker out of memory; the threat model is a model's sloppy or reward-hacking code, e.g. `exit(0)`
-or printing fake results, not an attacker targeting this harness.)
+Judging happens outside the solution's reach. The supervisor forks two processes: the judge
+(scripts/harness.py, its own uid) and the solution process (scripts/solution.py, the run's uid).
+The judge reads the tests from stdin, sends only the code to the solution process, and runs every
+test unit in its own interpreter, reaching the solution's names through pipes: plain data comes
+back as copies it compares itself, other objects as handles (see harness.py for the rules). Results
+go to the parent on a pipe only the judge holds (fd 3), one JSON line per event. The solution
+process never sees the tests, the results pipe or the judge's memory (another uid; and the judge
+is non-dumpable when a uid must be shared, without root), so frame walking, gc, patched builtins,
+exit tricks, printed or written result lines, and objects whose __eq__ always says True gain
+nothing. Without root (no own uids, no pid namespace) the solution runs as your uid and could reach
+your other processes through /proc if ptrace is allowed between them: use root (a container) for
+hostile code.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import secrets
@@ -48,6 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+from curator.engines.sandbox.units import split_tests
 from curator.errors import CuratorError
 
 Status = Literal["ok", "failed", "timeout", "memory", "crashed", "error"]
@@ -93,81 +106,6 @@ class SandboxResult:
             "uid": self.uid,
         }
 
-
-# --------------------------------------------------------------------------------------------------
-# Splitting tests into units (one unit = one counted test)
-# --------------------------------------------------------------------------------------------------
-
-
-def _contains_assert(node: ast.AST) -> bool:
-    return any(isinstance(n, ast.Assert) for n in ast.walk(node))
-
-
-def _flattenable(body: list[ast.stmt]) -> bool:
-    """Can a function body run statement by statement at module level? (asserts, no return/yield)"""
-
-    def bad(node: ast.AST) -> bool:
-        if isinstance(node, (ast.Return, ast.Yield, ast.YieldFrom, ast.Await, ast.Global, ast.Nonlocal)):
-            return True
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-            return False  # a nested def may return
-        return any(bad(c) for c in ast.iter_child_nodes(node))
-
-    return any(_contains_assert(s) for s in body) and not any(bad(s) for s in body)
-
-
-def split_tests(tests: str | Sequence[str] | None, entry_point: str | None = None, setup: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Turn a row's tests into ordered units {"src": code, "test": bool}; setup units run but don't count.
-
-    * a list of strings: one test per string (MBPP/APPS-style asserts);
-    * a code string: every top-level statement that contains an `assert` is a test, the rest is setup;
-      with no top-level asserts but a `def check(candidate)` (HumanEval) and an entry point, the body
-      of `check` is flattened the same way with `candidate = <entry_point>`; otherwise the whole
-      string is one test (passes when it runs without an exception, e.g. a unittest script)."""
-    units: list[dict[str, Any]] = [{"src": s, "test": False} for s in setup if s and s.strip()]
-    ep = entry_point if entry_point and entry_point.isidentifier() else None
-    if tests is None:
-        return units
-    if not isinstance(tests, str):
-        items = [t for t in tests if isinstance(t, str) and t.strip()]
-        if ep and any("candidate" in t for t in items):
-            units.append({"src": f"candidate = {ep}", "test": False})
-        return units + [{"src": t, "test": True} for t in items]
-    if not tests.strip():
-        return units
-    try:
-        tree = ast.parse(tests)
-    except SyntaxError:
-        return units + [{"src": tests, "test": True}]
-    body = tree.body
-    if any(_contains_assert(s) and not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) for s in body):
-        for s in body:
-            is_test = _contains_assert(s) and not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-            units.append({"src": ast.unparse(s), "test": is_test})
-        return units
-    check = next((s for s in body if isinstance(s, ast.FunctionDef) and s.name == "check"), None)
-    if check is not None and ep:
-        arg = check.args.args[0].arg if check.args.args else "candidate"
-        for s in body:
-            if s is check:
-                continue
-            # drop a top-level call of check(...): we call it ourselves, unit by unit
-            if isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and isinstance(s.value.func, ast.Name) and s.value.func.id == "check":
-                continue
-            units.append({"src": ast.unparse(s), "test": False})
-        inner = check.body
-        if inner and isinstance(inner[0], ast.Expr) and isinstance(inner[0].value, ast.Constant) and isinstance(inner[0].value.value, str):
-            inner = inner[1:]  # docstring
-        if _flattenable(inner):
-            units.append({"src": f"{arg} = {ep}", "test": False})
-            for s in inner:
-                is_test = _contains_assert(s) and not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                units.append({"src": ast.unparse(s), "test": is_test})
-        else:
-            units.append({"src": ast.unparse(check), "test": False})
-            units.append({"src": f"check({ep})", "test": True})
-        return units
-    return units + [{"src": tests, "test": True}]
 
 # Code that runs in the child processes lives in real files (scripts/, not a package: never
 # imported), read once here and run under `python -I -S -c`, so the sandboxed user needs no read
