@@ -179,6 +179,13 @@ def _expose_paths(python: str) -> list[str]:
     return sorted(c for c in under if not any(o != c and c.startswith(o.rstrip("/") + "/") for o in under))
 
 
+def _site_paths(python: str) -> list[str]:
+    """Our site-packages folders, for the judge (a fork of the `-S` launcher) when it runs our interpreter."""
+    if os.path.realpath(python) != os.path.realpath(sys.executable):
+        return []
+    return [p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages") and os.path.isdir(p)]
+
+
 def _minimal_env(workdir: str) -> dict[str, str]:
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -299,6 +306,7 @@ def run_python(
             "sol_uid": run_uid,
             "solution": _SOLUTION,
             "seccomp": bpf.hex(),
+            "site_paths": _site_paths(python),
             "results_fd": res_w,
             "workdir": workdir,
             "python": python,

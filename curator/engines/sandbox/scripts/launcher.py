@@ -146,9 +146,10 @@ def place(fds):
         os.close(fd)
 
 
-def exec_child(role, fds):
-    # role "judge": runs the tests (scripts/harness.py), holds the results fd; role "solution":
-    # runs the model's code (scripts/solution.py) under its own uid, and only ever holds its pipes.
+def start_child(role, fds):
+    # role "solution": a fresh interpreter (scripts/solution.py) under the run's uid, holding only
+    # its two pipes. role "judge": this interpreter, forked (no second interpreter start), under
+    # the judge's uid, runs scripts/harness.py; it holds the results fd.
     try:
         import resource
         if role == "solution":
@@ -164,20 +165,31 @@ def exec_child(role, fds):
             os.setgid(uid)
             os.setuid(uid)
         os.chdir(cfg["workdir"])
-        if role == "judge":
-            shared = "own" if (cfg["uid"] is not None and is_root and cfg["uid"] != cfg["sol_uid"]) else "shared"
-            argv = [cfg["python"], "-I", "-B", "-c", cfg["harness"], shared]
-        else:
+        if role == "solution":
             argv = [cfg["python"], "-I", "-B", "-c", cfg["solution"], "hook" if "netns" not in prot else "nohook"]
-        os.execve(cfg["python"], argv, cfg["env"])
+            os.execve(cfg["python"], argv, cfg["env"])
+        import sys
+        shared = cfg["uid"] is None or not is_root or cfg["uid"] == cfg["sol_uid"]
+        sys.argv = ["-c", "shared" if shared else "own"]
+        sys.path.extend(cfg["site_paths"])  # the tests may import numpy & co (no .pth files run)
+        sys.dont_write_bytecode = True
+        os.environ.clear()
+        os.environ.update(cfg["env"])
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        code = compile(cfg["harness"], "harness.py", "exec")
     except BaseException as e:
         try:
             hint = ""
             if isinstance(e, PermissionError) and cfg["uid"] is not None:
-                hint = " (is the interpreter reachable by uid %d? pass python=...)" % cfg["uid"]
+                hint = " (is the interpreter reachable by uid %d? pass python=...)" % cfg["sol_uid"]
             os.write(2, ("sandbox launcher: cannot start the %s: %r%s\n" % (role, e, hint)).encode())
         finally:
             os._exit(125)
+    try:
+        exec(code, {"__name__": "__main__"})
+    finally:
+        os._exit(0)
 
 
 def load_seccomp():
@@ -298,12 +310,11 @@ def supervise():
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
     hpid = os.fork()
     if hpid == 0:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-        exec_child("judge", {3: res_fd, 4: req_w, 5: rep_r})
+        start_child("judge", {3: res_fd, 4: req_w, 5: rep_r})
     spid = os.fork()
     if spid == 0:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-        exec_child("solution", {4: req_r, 5: rep_w})
+        start_child("solution", {4: req_r, 5: rep_w})
     for fd in (res_fd, req_r, req_w, rep_r, rep_w):
         os.close(fd)
     deadline = time.monotonic() + cfg["wall_s"]
