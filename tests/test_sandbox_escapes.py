@@ -103,6 +103,17 @@ def test_objects_that_claim_equality_are_not_equal(hack):
     assert r.passed == 0 and r.status == "failed", (hack, r)
 
 
+def test_a_solution_cannot_shadow_the_builtins_the_tests_use():
+    code = "def add(a, b):\n    return 0\nabs = lambda x: 0\nall = lambda *a: True\nsorted = lambda *a, **k: [3]\nisinstance = lambda *a: True\n"
+    tests = ["assert abs(add(1, 2) - 3) < 1e-9", "assert all(add(i, i) == 2 * i for i in range(1, 4))", "assert sorted([add(2, 1)]) == [3]",
+             "assert isinstance(add(1, 1), str)"]
+    r = run_python(code, tests)
+    assert (r.passed, r.status) == (0, "failed"), r
+    # the row's entry point may be named like a builtin: that name is the solution's
+    r = run_python("def max(xs):\n    return -1\n", "def check(candidate):\n    assert candidate([1, 2]) == 2\n", entry_point="max")
+    assert (r.passed, r.status) == (0, "failed"), r
+
+
 def test_the_solution_sees_neither_tests_nor_expected_values():
     # The tests stay in the judge: the solution can only see the arguments it is called with.
     code = ("import gc\nKEY = 'SECRET' + '_EXPECTED'\n"
@@ -133,6 +144,9 @@ HONEST = [
     # callbacks from the tests, the solution's globals and state, printing, numpy
     ("import numpy as np\nCALLS = 0\nLIMIT = [1, 2, 3]\ndef apply(f, xs):\n    global CALLS\n    CALLS += 1\n    return [f(x) for x in xs]\ndef arr():\n    print('hello from arr')\n    return np.arange(3) * 2\n",
      ["assert apply(lambda x: x * 10, [1, 2]) == [10, 20]", "assert CALLS == 1 and LIMIT == [1, 2, 3] and len(LIMIT) == 3", "import numpy as np\nassert (arr() == np.array([0, 2, 4])).all() and arr().shape == (3,)", "assert sorted(['bb', 'a'], key=len) == ['a', 'bb']"]),
+    # files the solution wrote, and the solution as a module
+    ("open('out.txt', 'w').write('42')\ndef f():\n    return 1\n",
+     ["assert open('out.txt').read() == '42'", "import solution\nassert solution.f() == 1", "from solution import f as g\nassert g() == 1"]),
     # HumanEval shape
     ("def rev(s):\n    return s[::-1]\n", "def check(candidate):\n    assert candidate('ab') == 'ba'\n    assert candidate('') == ''\n\ncheck(rev)\n"),
 ]

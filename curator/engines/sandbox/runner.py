@@ -291,9 +291,9 @@ def run_python(
     res_r, res_w = os.pipe()
     try:
         if run_uid is not None:
-            # the solution owns the folder; the judge only needs to enter it (its cwd)
-            os.chown(workdir, run_uid, run_uid)
-            os.chmod(workdir, 0o711)
+            # the solution owns the folder; the judge (its group) reads what it wrote there
+            os.chown(workdir, run_uid, judge_uid if judge_uid is not None else run_uid)
+            os.chmod(workdir, 0o770)
         else:
             os.chmod(workdir, 0o700)
         cpu = max(1, int(timeout_s + 0.999))
@@ -329,7 +329,7 @@ def run_python(
             ],
         }
         cfg_b = json.dumps(cfg).encode()
-        payload = json.dumps({"code": code, "units": units}).encode()
+        payload = json.dumps({"code": code, "units": units, "entry_point": entry_point}).encode()
         stdin_data = len(cfg_b).to_bytes(8, "big") + cfg_b + payload
         out = _Stream(marker)
         err = _Stream(marker)

@@ -396,13 +396,15 @@ def _main():
         setattr(Remote, "__%s__" % n, (lambda name: lambda self: dec(ask("un", self._h, name=name)))(n))
 
     builtin_names = set(dir(_builtins))
-    remote_names = set()
+    entry = p.get("entry_point")
 
     class Namespace(dict):
-        """The tests' globals: a name they don't define is looked up in the solution (live)."""
+        """The tests' globals: a name they don't define is looked up in the solution (live). A
+        builtin stays the builtin (a solution's own `abs` or `all` must not judge it), except the
+        entry point the row names."""
 
         def __missing__(self, name):
-            if name in builtin_names and name not in remote_names:
+            if name in builtin_names and name != entry:
                 raise KeyError(name)
             return dec(rpc({"op": "global", "name": name}))
 
@@ -418,10 +420,8 @@ def _main():
         compiled = not isinstance(e, SyntaxError)
         emit({"sol": 0, "err": fmt(e), "mem": isinstance(e, MemoryError)})
     if not state["gone"]:
-        try:
-            remote_names.update(n for n in rpc({"op": "names"}) if type(n) is str)
-        except SolutionGone:
-            pass
+        try:  # `import solution` / `from solution import f` in the tests
+            _sys.modules["solution"] = dec(rpc({"op": "module"}))
         except BaseException:
             pass
     for i, u in enumerate(p["units"]):

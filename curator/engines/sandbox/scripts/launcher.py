@@ -122,7 +122,9 @@ def setup_fs():
         os.close(fd)
     wd = cfg["workdir"]
     os.makedirs(wd, exist_ok=True)
-    mount("tmpfs", wd, "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=711,uid=%d,gid=%d" % (cfg["work_mb"], uid, gid))
+    # The solution owns it; the judge (its group) may read what the solution wrote there.
+    gid = cfg["uid"] if cfg["uid"] is not None else gid
+    mount("tmpfs", wd, "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=770,uid=%d,gid=%d" % (cfg["work_mb"], uid, gid))
     prot.append("tmpfs_home")
     try:
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)

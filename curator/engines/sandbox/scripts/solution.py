@@ -225,8 +225,8 @@ def _main():
             if name not in ns:
                 raise NameError("name %r is not defined" % name)
             return enc(ns[name])
-        if op == "names":
-            return [k for k in ns if isinstance(k, str) and not k.startswith("__")]
+        if op == "module":
+            return handle(mod)
         o = objs[m["h"]]
         if op == "call":
             args, kwargs = [dec(a) for a in m["a"]], {k: dec(v) for k, v in m["k"]}
