@@ -130,7 +130,7 @@ HONEST = [
     ("class Solution:\n    def twoSum(self, nums, target):\n        seen = {}\n        for i, x in enumerate(nums):\n            if target - x in seen:\n                return [seen[target - x], i]\n            seen[x] = i\n",
      ["assert Solution().twoSum([2, 7, 11, 15], 9) == [0, 1]", "s = Solution()\nassert s.twoSum([3, 3], 6) == [0, 1]"]),
     ("class ListNode:\n    def __init__(self, val=0, next=None):\n        self.val, self.next = val, next\ndef reverse(h):\n    prev = None\n    while h:\n        h.next, prev, h = prev, h, h.next\n    return prev\n",
-     ["def to_list(n):\n    out = []\n    while n:\n        out.append(n.val)\n        n = n.next\n    return out", "assert to_list(reverse(ListNode(1, ListNode(2, ListNode(3))))) == [3, 2, 1]", "assert reverse(None) is None"]),
+     ["assert isinstance(ListNode(1), ListNode) and not isinstance(5, ListNode)", "def to_list(n):\n    out = []\n    while n:\n        out.append(n.val)\n        n = n.next\n    return out", "assert to_list(reverse(ListNode(1, ListNode(2, ListNode(3))))) == [3, 2, 1]", "assert reverse(None) is None"]),
     # in-place changes to arguments
     ("def sort_in_place(xs):\n    xs.sort()\ndef fill(d):\n    d['k'] = 1\ndef rotate(m):\n    m[:] = [list(r) for r in zip(*m[::-1])]\n",
      ["a = [3, 1, 2]\nsort_in_place(a)\nassert a == [1, 2, 3]", "d = {}\nfill(d)\nassert d == {'k': 1}", "m = [[1, 2], [3, 4]]\nrotate(m)\nassert m == [[3, 1], [4, 2]]"]),

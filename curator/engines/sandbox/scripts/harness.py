@@ -375,6 +375,9 @@ def _main():
                 return float(self._p)
             raise TypeError("cannot convert %s to float" % self._n)
 
+        def __instancecheck__(self, x):  # isinstance(result, SolutionClass): the solution's answer
+            return typed(ask("isinst", self._h, o=enc(x)), bool, "isinstance()")
+
         def __enter__(self):
             return dec(ask("enter", self._h))
 

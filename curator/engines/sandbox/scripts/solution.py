@@ -277,6 +277,8 @@ def _main():
             return enc(f(other, o) if m.get("r") else f(o, other))
         if op == "un":
             return enc(unops[m["name"]](o))
+        if op == "isinst":
+            return isinstance(dec(m["o"]), o)
         if op == "enter":
             return enc(o.__enter__())
         if op == "exit":
