@@ -33,7 +33,7 @@ Judging happens outside the solution's reach. The supervisor forks two processes
 The judge reads the tests from stdin, sends only the code to the solution process, and runs every
 test unit in its own interpreter, reaching the solution's names through pipes: plain data comes
 back as copies it compares itself, other objects as handles (see harness.py for the rules). Results
-go to the parent on a pipe only the judge holds (fd 3), one JSON line per event. The solution
+go to the parent on a socket pair only the judge holds (fd 3), one JSON line per event. The solution
 process never sees the tests, the results pipe or the judge's memory (another uid; and the judge
 is non-dumpable when a uid must be shared, without root), so frame walking, gc, patched builtins,
 exit tricks, printed or written result lines, and objects whose __eq__ always says True gain
@@ -50,6 +50,7 @@ import secrets
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -120,8 +121,8 @@ _BPF: bytes | None = None
 
 def seccomp_filter() -> bytes:
     """The BPF program the sandbox loads: socket(AF_UNIX) fails with EACCES, io_uring is ENOSYS (its
-    ops would bypass the socket rule), calls from a foreign ABI kill the process (libseccomp's
-    default). Raises SeccompUnavailable when libseccomp (the pyseccomp package) can't build it."""
+    ops would bypass the socket rule), ptrace / process_vm_* / pidfd_getfd are EPERM (no reaching
+    into another process), calls from a foreign ABI kill the process (libseccomp's default). Raises SeccompUnavailable when libseccomp (the pyseccomp package) can't build it."""
     global _BPF
     if _BPF is None:
         try:
@@ -133,6 +134,8 @@ def seccomp_filter() -> bytes:
             f = sc.SyscallFilter(sc.ALLOW)
             f.add_rule(sc.ERRNO(errno.EACCES), "socket", sc.Arg(0, sc.EQ, socket.AF_UNIX))
             f.add_rule(sc.ERRNO(errno.ENOSYS), "io_uring_setup")
+            for call in ("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd"):
+                f.add_rule(sc.ERRNO(errno.EPERM), call)
             with tempfile.TemporaryFile() as t:
                 f.export_bpf(t)
                 t.seek(0)
@@ -288,7 +291,10 @@ def run_python(
     run_uid = (uid if uid is not None else _alloc_uid()) if is_root else None
     judge_uid = _alloc_uid() if is_root else None
     workdir = tempfile.mkdtemp(prefix="curator-sbx-")
-    res_r, res_w = os.pipe()
+    # The results channel is a socket pair, not a pipe: a pipe can be reopened for writing through
+    # /proc/<holder>/fd/N by anything that may ptrace the holder; a socket can't be opened at all.
+    res_r, res_w = (s.detach() for s in socket.socketpair())
+    os.set_inheritable(res_r, False)
     try:
         if run_uid is not None:
             # the solution owns the folder; the judge (its group) reads what it wrote there
