@@ -94,12 +94,15 @@ EQ_HACKS = {
     "int_subclass_equal": "class I(int):\n    def __eq__(self, o):\n        return True\n    __hash__ = int.__hash__\ndef add(a, b):\n    return I(0)\n",
     "str_subclass_equal": "class S(str):\n    def __eq__(self, o):\n        return True\n    __hash__ = str.__hash__\ndef add(a, b):\n    return S('x')\n",
     "ordering_lies": "class L:\n    def __lt__(self, o):\n        return True\n    __gt__ = __le__ = __ge__ = __lt__\ndef add(a, b):\n    return L()\n",
+    "arithmetic_lies": "class A:\n    def __sub__(self, o):\n        return 0\n    __rsub__ = __add__ = __radd__ = __sub__\ndef add(a, b):\n    return A()\n",
+    "fake_numpy_array": "class F:\n    __module__ = 'numpy'\n    dtype = shape = None\n    def tolist(self):\n        return 0\n    def __eq__(self, o):\n        return True\n    def __sub__(self, o):\n        return 0\ndef add(a, b):\n    return F()\n",
 }
 
 
 @pytest.mark.parametrize("hack", sorted(EQ_HACKS))
 def test_objects_that_claim_equality_are_not_equal(hack):
-    r = run_python(EQ_HACKS[hack], TESTS + ["assert add(1, 1) > 1 and add(1, 1) < 3"], timeout_s=5)
+    tests = TESTS + ["assert add(1, 1) > 1 and add(1, 1) < 3", "assert abs(add(1, 2) - 3) < 1e-9", "assert abs(3 - add(1, 2)) < 1e-9"]
+    r = run_python(EQ_HACKS[hack], tests, timeout_s=5)
     assert r.passed == 0 and r.status == "failed", (hack, r)
 
 
