@@ -45,6 +45,7 @@ hostile code.
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import secrets
 import selectors
@@ -115,6 +116,21 @@ _SCRIPTS = Path(__file__).resolve().parent / "scripts"
 _LAUNCHER = (_SCRIPTS / "launcher.py").read_text(encoding="utf-8")
 _HARNESS = (_SCRIPTS / "harness.py").read_text(encoding="utf-8")
 _SOLUTION = (_SCRIPTS / "solution.py").read_text(encoding="utf-8")
+_BOOT = (_SCRIPTS / "boot.py").read_text(encoding="utf-8")
+_COMPILED: dict[str, bytes] = {}
+
+
+def _program(name: str, source: str, python: str) -> bytes:
+    """A script for scripts/boot.py: compiled once and marshal'd when the sandbox runs our
+    interpreter (marshal is version-specific), else its source; length-prefixed."""
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        if name not in _COMPILED:
+            _COMPILED[name] = b"M" + marshal.dumps(compile(source, name, "exec"))
+        data = _COMPILED[name]
+    else:
+        data = b"S" + source.encode()
+    return len(data).to_bytes(8, "big") + data
+
 
 _BPF: bytes | None = None
 
@@ -310,13 +326,14 @@ def run_python(
             "namespaces": isolation == "auto",
             "uid": judge_uid,
             "sol_uid": run_uid,
-            "solution": _SOLUTION,
+            "boot": _BOOT,
+            "solution_program": _program("solution.py", _SOLUTION, python).hex(),
+            "harness_code": _program("harness.py", _HARNESS, python)[8:].hex(),
             "seccomp": bpf.hex(),
             "site_paths": _site_paths(python),
             "results_fd": res_w,
             "workdir": workdir,
             "python": python,
-            "harness": _HARNESS,
             "env": _minimal_env(workdir),
             "expose": _expose_paths(python),
             "tmp_dirs": list(TMP_DIRS),
@@ -336,14 +353,14 @@ def run_python(
         }
         cfg_b = json.dumps(cfg).encode()
         payload = json.dumps({"code": code, "units": units, "entry_point": entry_point}).encode()
-        stdin_data = len(cfg_b).to_bytes(8, "big") + cfg_b + payload
+        stdin_data = _program("launcher.py", _LAUNCHER, python) + len(cfg_b).to_bytes(8, "big") + cfg_b + payload
         out = _Stream(marker)
         err = _Stream(marker)
         res = _Stream(b"")
         killed_by_parent = None
         try:
             proc = subprocess.Popen(
-                [python, "-I", "-S", "-c", _LAUNCHER],
+                [python, "-I", "-S", "-c", _BOOT, "0"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -1,6 +1,8 @@
-"""The sandbox launcher: a script, never imported. The parent runs it as `python -I -S -c SOURCE`
-as the caller (root here); it reads its config from stdin (length-prefixed), enters namespaces,
-forks the supervisor, which forks the harness (scripts/harness.py) with dropped privileges."""
+"""The sandbox launcher: a script, never imported. The parent runs it through scripts/boot.py
+(`python -I -S -c BOOT 0`, program on stdin) as the caller (root here); it reads its config from
+stdin (length-prefixed), enters namespaces, forks the supervisor, which forks the judge
+(scripts/harness.py, in this interpreter) and the solution process (scripts/solution.py, a fresh
+one), each with dropped privileges."""
 import os, json, signal, time
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -158,6 +160,13 @@ def start_child(role, fds):
             fd = os.open(os.devnull, os.O_RDONLY)
             os.dup2(fd, 0)
             os.close(fd)
+            code_r, code_w = os.pipe()
+            data = bytes.fromhex(cfg["solution_program"])
+            while data:
+                data = data[os.write(code_w, data[:16384]):]
+            os.close(code_w)
+            fds = dict(fds)
+            fds[6] = code_r
         place(fds)
         for name, soft, hard in cfg["rlimits"]:
             resource.setrlimit(getattr(resource, name), (soft, hard))
@@ -168,7 +177,8 @@ def start_child(role, fds):
             os.setuid(uid)
         os.chdir(cfg["workdir"])
         if role == "solution":
-            argv = [cfg["python"], "-I", "-B", "-c", cfg["solution"], "hook" if "netns" not in prot else "nohook"]
+            # scripts/boot.py reads the server's code from fd 6 (filled here: it fits the pipe)
+            argv = [cfg["python"], "-I", "-B", "-c", cfg["boot"], "6", "hook" if "netns" not in prot else "nohook"]
             os.execve(cfg["python"], argv, cfg["env"])
         import sys
         shared = cfg["uid"] is None or not is_root or cfg["uid"] == cfg["sol_uid"]
@@ -179,7 +189,12 @@ def start_child(role, fds):
         os.environ.update(cfg["env"])
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-        code = compile(cfg["harness"], "harness.py", "exec")
+        data = bytes.fromhex(cfg["harness_code"])  # as for scripts/boot.py: marshal'd or source
+        if data[:1] == b"M":
+            import marshal
+            code = marshal.loads(data[1:])
+        else:
+            code = compile(data[1:].decode(), "harness.py", "exec")
     except BaseException as e:
         try:
             hint = ""

@@ -11,7 +11,7 @@ def _main():
     fd = _os.open(_os.devnull, _os.O_RDONLY)
     _os.dup2(fd, 0)
     _os.close(fd)
-    if len(_sys.argv) > 1 and _sys.argv[1] == "hook":
+    if "hook" in _sys.argv[1:]:
         blocked = {"socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",
                    "socket.gethostbyname", "socket.gethostbyaddr", "subprocess.Popen", "os.system", "os.exec",
                    "os.posix_spawn", "os.spawn", "ctypes.dlopen", "pty.spawn"}
