@@ -1,7 +1,7 @@
 """The sandbox's judge: a script, never imported. Reads {code, units} from stdin, hands the code to the
 solution process (scripts/solution.py, another process, its own uid when we are root) and runs every
 test unit HERE, where the solution's code never runs. Results go out on fd 3, which the solution
-process never holds; fd 4 / fd 5 are the request / reply pipes to it (marshal'd messages).
+process never holds; fd 4 / fd 5 are the request (marshal'd) / reply (JSON) pipes to it.
 
 Names the tests use that the solution defines resolve to the solution's values: plain data (None,
 bool, int, float, str, bytes, complex, list, tuple, dict, set, range, Decimal, Fraction, numpy
@@ -78,10 +78,10 @@ def _main():
         return buf
 
     def recv():
-        # marshal from an untrusted writer: at worst an exception or a crash of this process (a
-        # failure); dec() below accepts only plain data and handles, never code objects.
+        # JSON from an untrusted writer (marshal is faster but not made for hostile input); dec()
+        # below then accepts only plain data and handles.
         n = _struct.unpack(">I", read_exact(4))[0]
-        return _marshal.loads(read_exact(n))
+        return _json.loads(read_exact(n))
 
     def send(obj):
         if state["gone"]:

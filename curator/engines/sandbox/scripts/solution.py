@@ -1,9 +1,9 @@
 """The sandbox's solution process: a script, never imported. Runs as its own uid (when we are root);
 never sees the tests nor the results channel. Serves the judge (scripts/harness.py) over two pipes
-(fd 4: requests in, fd 5: replies out; marshal'd messages, fast on long lists): runs the solution as module `solution`, then answers
-lookups, calls and operations on its objects. Values go back as plain data (copied; the judge
+(fd 4: requests in, marshal'd; fd 5: replies out, JSON): runs the solution as module `solution`,
+then answers lookups, calls and operations on its objects. Values go back as plain data (copied; the judge
 compares them) or as handles to objects that stay here (see harness.py for what a handle can do)."""
-import os as _os, sys as _sys, marshal as _marshal, struct as _struct, operator as _op
+import os as _os, sys as _sys, json as _json, marshal as _marshal, struct as _struct, operator as _op
 
 
 def _main():
@@ -43,7 +43,7 @@ def _main():
                 s.flush()
             except BaseException:
                 pass
-        data = _marshal.dumps(obj)
+        data = _json.dumps(obj).encode()  # the judge parses us with a parser made for hostile input
         data = _struct.pack(">I", len(data)) + data
         while data:
             data = data[_os.write(wfd, data):]
@@ -313,7 +313,7 @@ def _main():
             reply = exc_reply(e)
         try:
             send(reply)
-        except (TypeError, ValueError) as e:  # a result marshal cannot carry
+        except (TypeError, ValueError) as e:  # a result JSON cannot carry
             send(exc_reply(e))
 
     while True:
