@@ -252,3 +252,12 @@ def test_without_seccomp_the_sandbox_refuses_in_one_line():
     assert (st, passed) == ("error", 0) and "seccomp unavailable" in err and "\n" not in err, err
     # the weaker mode only by explicit opt-in
     assert (st2, passed2) == ("ok", 3) and "seccomp" not in prot2
+
+
+def test_a_filter_the_kernel_refuses_stops_the_run_in_one_line(monkeypatch):
+    from curator.engines.sandbox import runner
+
+    monkeypatch.setattr(runner, "_BPF", b"\xff\xff\x00\x00\x00\x00\x00\x00")  # not a BPF program: EINVAL
+    r = run_python("def add(a, b):\n    return a + b\n", TESTS)
+    assert (r.status, r.passed) == ("error", 0), r
+    assert "seccomp" in r.error and "refusing" in r.error and "\n" not in r.error, r.error
