@@ -458,3 +458,18 @@ def test_rules_place_every_command():
     assert strip_comment("echo '#1' x") == "echo '#1' x"
     assert placeholders("curator filter OUT --chain f.yaml [--ray-address HOST:6379]") == ["OUT", "[--ray-address", "HOST:6379]"]
     assert placeholders("curator run manifests/gsm8k-r1.yaml --worker 1/3") == []
+
+
+def test_manifest_comments_follow_the_readme():
+    """The ready manifests' and chains' comments give the README's instructions: an install they
+    name is one the README gives, and nothing the README calls deprecated is recommended."""
+    readme = README.read_text(encoding="utf-8")
+    deprecated = set(re.findall(r"`([^`]+)`[^.`]{0,20}?\bis deprecated", readme))
+    deprecated |= {d.split(":")[0].strip() for d in deprecated}
+    assert deprecated, "the README names no deprecated option any more: drop this part"
+    for path in sorted([*(ROOT / "manifests").glob("*.yaml"), *(ROOT / "filters").glob("*.yaml")]):
+        comments = "\n".join(ln.split("#", 1)[1] for ln in path.read_text(encoding="utf-8").splitlines() if "#" in ln)
+        for install in re.findall(r"pip install [^)\n]*?'[^']*'", comments):
+            assert install in readme, f"{path.name}: `{install}` is not how the README installs"
+        for term in deprecated:
+            assert term not in comments, f"{path.name} recommends {term!r}, which the README calls deprecated"
