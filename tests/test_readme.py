@@ -315,7 +315,11 @@ class Session:
         except subprocess.TimeoutExpired as e:
             out = "".join(x.decode() if isinstance(x, bytes) else x for x in (e.stdout, e.stderr) if x)
             return Result(None, out, f"still running after {timeout}s: if it serves, add it to SERVERS")
-        return Result(r.returncode, r.stdout + r.stderr)
+        note = ""
+        if r.returncode == 127:
+            note = ("not found: if this line is not a command, show it in a fence tagged text, or prompt the "
+                    "block's commands with `$ ` (tests/test_readme.py's docstring)")
+        return Result(r.returncode, r.stdout + r.stderr, note)
 
     def check_help(self, part: str, why: str) -> Result:
         words = shlex.split(part)
