@@ -343,7 +343,7 @@ class Session:
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
         reader.start()
-        url, answered, deadline = None, None, time.monotonic() + SERVER_TIMEOUT_S
+        url, answered, exited, deadline = None, None, None, time.monotonic() + SERVER_TIMEOUT_S
         try:
             while time.monotonic() < deadline and proc.poll() is None and answered is None:
                 m = re.search(r"https?://[^\s/]+(/[^\s'\"]*)?", "".join(lines))
@@ -352,7 +352,8 @@ class Session:
                     answered = _answers(url)
                 time.sleep(0.2)
         finally:
-            if proc.poll() is None:
+            exited = proc.poll()
+            if exited is None:
                 os.killpg(proc.pid, signal.SIGINT)
                 try:
                     proc.wait(timeout=15)
@@ -362,8 +363,10 @@ class Session:
             reader.join(timeout=5)
         out = "".join(lines)
         if answered is None:
+            if exited is not None:
+                return Result(exited or 1, out, f"the server exited with code {exited} before answering")
             what = "printed no URL" if not url else f"did not answer on {url}"
-            return Result(proc.returncode or 1, out, f"server {what} within {SERVER_TIMEOUT_S}s")
+            return Result(1, out, f"server {what} within {SERVER_TIMEOUT_S}s")
         return Result(0, out, f"answered HTTP {answered} on {url}")
 
 
@@ -445,13 +448,9 @@ def test_key_not_set(tmp_path, manifest):
     assert len(lines) == 1 and env_name in lines[0] and "not set" in lines[0], out
 
 
-def test_rules_place_every_command():
-    """Every part of every command is run, started as a server, checked against its --help, or
-    skipped by a SETUP rule with its reason; the listing rule skips only path tables."""
-    for cmd in COMMANDS:
-        for part in cmd.parts:
-            assert part.strip(), cmd.id
-    # The block rules on the README's shapes: a listing, a command block, comments, continuations.
+def test_block_rules():
+    """The rules of the docstring on the README's shapes: a listing, a command block, comments,
+    continuations, a yaml block, a console block with output, placeholders."""
     sample = ("text\n\n    OUT/shards/*.parquet   shards\n                           more words\n    curator/run.py   ties\n\n"
               "and\n\n    curator status out/x   # counts\n    python bench/a.py \\\n      --n 5\n\n"
               "```yaml\nteacher: {x: 1}\n```\n\n```console\n$ curator report out/x --json\n{\"a\": 1}\n```\n")
@@ -462,6 +461,9 @@ def test_rules_place_every_command():
     assert strip_comment("echo '#1' x") == "echo '#1' x"
     assert placeholders("curator filter OUT --chain f.yaml [--ray-address HOST:6379]") == ["OUT", "[--ray-address", "HOST:6379]"]
     assert placeholders("curator run manifests/gsm8k-r1.yaml --worker 1/3") == []
+    assert placeholders("pip install -e '.[ray]'") == []
+    assert _match(SETUP, "python3 -m venv .venv") and _match(SETUP, ".venv/bin/pip install -q -e '.[test]'")
+    assert _match(SETUP, "bash .ci/run") and not _match(SETUP, "curator run manifests/x.yaml")
 
 
 def test_manifest_comments_follow_the_readme():
