@@ -332,7 +332,7 @@ class Session:
         if r.code != 0 or "usage" not in r.output.lower():
             return Result(r.code or 1, r.output, f"`{shlex.join(head)} --help` printed no usage ({why})")
         used = {w.strip("[]").split("=")[0] for w in words if w.strip("[").startswith("--")}
-        missing = sorted(o for o in used if o not in r.output)
+        missing = sorted(o for o in used if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", r.output))
         if missing:
             return Result(1, r.output, f"--help of `{shlex.join(head)}` lists no {', '.join(missing)}")
         return Result(0, r.output, f"checked against --help ({why})")
@@ -414,7 +414,7 @@ def test_readme_has_commands():
 def test_readme_command(session, index):
     cmd = COMMANDS[index]
     r = session.run_upto(index)
-    assert "Traceback" not in r.output, f"{cmd.id}\n{r.note}\n{r.output[-4000:]}"
+    assert "Traceback" not in r.output, f"{cmd.id}\n{r.note}\n{r.output[r.output.index('Traceback'):][:4000]}"
     assert r.code == 0, f"{cmd.id} ended with {r.code}: {r.note}\n{r.output[-4000:]}"
 
 
