@@ -64,7 +64,9 @@ def test_math_verify_extras_and_antlr_runtime():
     for _, req in _requirements():
         if req.name == "math-verify":
             assert not _missing_extras(req, set()), str(req)
-    from latex2sympy2_extended import antlr_parser  # raises ImportError on an unsupported runtime
+    from latex2sympy2_extended import (
+        antlr_parser,  # raises ImportError on an unsupported runtime
+    )
 
     assert antlr_parser.PSParser is not None
     assert md.version("antlr4-python3-runtime").startswith(("4.9.3", "4.11", "4.13.2"))

@@ -14,9 +14,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import write_problems
 
 from curator.teacher.config import PATH_FIELDS, ServerConfig
-from conftest import write_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,7 +99,8 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
         with urllib.request.urlopen(base.rsplit("/v1", 1)[0] + "/stats", timeout=10) as r:
             stats = json.load(r)
         assert stats["problems"] == 5, stats
-        body = json.dumps({"model": "teacher", "messages": [{"role": "user", "content": "Tom has 3 apples and buys 2 more. How many now?"}]})
+        question = "Tom has 3 apples and buys 2 more. How many now?"
+        body = json.dumps({"model": "teacher", "messages": [{"role": "user", "content": question}]})
         req = urllib.request.Request(base + "/chat/completions", data=body.encode(), headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as r:
             assert r.status == 200
