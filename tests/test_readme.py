@@ -11,16 +11,17 @@ Which lines are commands (blocks found with markdown-it, CommonMark's parser):
   indented deeper continue the line above). Any other such block is commands, every line of it.
 In any block with `$ ` prompts only the prompted lines are commands (the rest is their output).
 In a command, a trailing `\\` continues the line, `# ...` outside quotes is a comment, `a && b`
-runs its parts in order and a trailing `&` ("on machine A, B, C") runs in the foreground, one
-after the other (each worker finishes its part).
+runs in one shell once its SETUP parts are dropped (a server, HEAVY or placeholder part is taken
+alone, by its rule), and a trailing `&` ("on machine A, B, C") runs in the foreground, one after
+the other (each worker finishes its part).
 
 How a command runs: in README order, each from the root of one fresh copy of the repository (its
 `git ls-files`), `python`, `python3`, `curator` and `.venv/bin/*` standing for this interpreter,
 and then, by the first rule that matches:
 - SETUP (creating a venv, pip, `.ci/run`, apt): skipped, each pattern listed with its reason;
-- paid APIs: every manifest of the copy has its teacher pointed at one local teacher (a
-  module-scoped `curator serve` answering any model), and every `api_key_env` they name holds a
-  dummy key; `test_key_not_set` runs each such manifest a README command names without its key,
+- paid APIs: every manifest of the copy whose teacher needs a key or is not on this machine is
+  pointed at one local teacher (a module-scoped `curator serve` process answering the models
+  they name), and every `api_key_env` they name holds a dummy key; `test_key_not_set` runs each such manifest a README command names without its key,
   against the real API's URL: one line naming the variable, nothing sent;
 - SERVERS (`curator serve`, `curator view`): started, must print their URL and answer HTTP on it,
   then stopped with SIGINT;
@@ -194,6 +195,11 @@ def _match(rules, text: str):
     return next(((p, why) for p, why in rules if re.search(p, text)), None)
 
 
+def _program(part: str) -> str:
+    """The part from its program on: `VAR=value curator serve ...` -> `curator serve ...`."""
+    return re.sub(r"^(\w+=\S*\s+)+", "", part.strip())
+
+
 def placeholders(part: str) -> list[str]:
     try:
         words = shlex.split(part)
@@ -211,9 +217,14 @@ COMMANDS = readme_commands(README.read_text(encoding="utf-8"))
 def tracked_files(root: Path) -> list[str]:
     """The files a fresh clone has (tracked, plus new files not ignored: a README edit being tested
     before its commit still counts)."""
-    r = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
-                       capture_output=True, text=True, check=True)
-    return sorted({f for f in r.stdout.split("\0") if f and (root / f).is_file()})
+    try:
+        r = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
+                           capture_output=True, text=True, check=True)
+        return sorted({f for f in r.stdout.split("\0") if f and (root / f).is_file()})
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout (an unpacked sdist): what .gitignore leaves
+        skip = {".git", ".venv", "out", "build", "__pycache__", ".pytest_cache", "artifacts"}
+        return sorted(str(f.relative_to(root)) for f in root.rglob("*")
+                      if f.is_file() and not skip & set(f.relative_to(root).parts) and ".egg-info" not in str(f))
 
 
 def fresh_copy(dest: Path) -> Path:
@@ -286,27 +297,34 @@ class Session:
         return self.results[index]
 
     def run(self, cmd: Command) -> Result:
-        notes, outputs = [], []
+        notes, parts = [], []
         for part in cmd.parts:
-            setup = _match(SETUP, part)
+            setup = _match(SETUP, _program(part))
             if setup:
                 notes.append(f"skipped `{part}`: {setup[1]}")
-                continue
-            if part.endswith("&") and not part.endswith("&&"):
-                part = part[:-1].rstrip()  # run in the foreground (see the docstring)
-            heavy = _match(HEAVY, part)
-            holes = placeholders(part)
-            if heavy or holes:
-                r = self.check_help(part, heavy[1] if heavy else f"placeholders {' '.join(holes)}")
-            elif any(re.search(p, part) for p in SERVERS):
-                r = self.check_server(part)
             else:
-                r = self.shell(part)
+                parts.append(part[:-1].rstrip() if part.endswith("&") else part)  # `&`: in the foreground
+        if len(parts) > 1 and not any(self.special(p) for p in parts):
+            parts = [" && ".join(parts)]  # one shell, so `cd DIR && ...` holds
+        outputs = []
+        for part in parts:
+            kind, why = self.special(part) or ("shell", "")
+            r = {"help": lambda: self.check_help(part, why), "server": lambda: self.check_server(part),
+                 "shell": lambda: self.shell(part)}[kind]()
             outputs.append(f"$ {part}\n{r.output}")
             notes.append(r.note)
             if r.code != 0:
                 return Result(r.code, "\n".join(outputs), "; ".join(n for n in notes if n))
         return Result(0, "\n".join(outputs), "; ".join(n for n in notes if n))
+
+    @staticmethod
+    def special(part: str) -> tuple[str, str] | None:
+        heavy, holes = _match(HEAVY, _program(part)), placeholders(part)
+        if heavy or holes:
+            return "help", heavy[1] if heavy else f"placeholders {' '.join(holes)}"
+        if any(re.search(p, _program(part)) for p in SERVERS):
+            return "server", ""
+        return None
 
     def shell(self, part: str, timeout: float = COMMAND_TIMEOUT_S) -> Result:
         try:
@@ -410,6 +428,7 @@ def test_readme_has_commands():
     assert any("curator serve" in t for t in texts), texts
 
 
+@pytest.mark.timeout(1200)  # run alone (-k), a command first runs every command above it
 @pytest.mark.parametrize("index", range(len(COMMANDS)), ids=[c.id for c in COMMANDS])
 def test_readme_command(session, index):
     cmd = COMMANDS[index]
