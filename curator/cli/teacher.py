@@ -65,7 +65,8 @@ def run_demo(out: Path | None = None, progress: bool = True):
     except (RuntimeError, TimeoutError) as e:  # the server's own error line (e.g. port in use) is above
         from curator.errors import RunError
 
-        raise RunError(f"the demo's local teacher did not start on port {port} ({' '.join(str(e).split())[:200]}); "
+        why = "the line above says why" if isinstance(e, RuntimeError) else str(e)
+        raise RunError(f"the demo's local teacher did not start on port {port} ({why}); "
                        f"is another `curator demo` or `curator serve --port {port}` running?") from None
     try:
         return run_manifest(manifest, progress=progress)
