@@ -250,7 +250,8 @@ class BatchRun:
         self.notify = notify or (lambda _m: None)
         self.ledger = Ledger(self.out.ledger)
         self.client = openai.OpenAI(base_url=normalise_endpoint(self.m.teacher.base_url), api_key=ctx.api_key,
-                                    max_retries=self.m.limits.max_retries, timeout=self.m.limits.timeout_s)
+                                    max_retries=self.m.limits.max_retries, timeout=self.m.limits.timeout_s,
+                                    default_headers=self.m.teacher.request_headers())
         self.maker = RecordMaker(self.m, ctx.price, ctx.counter, batch=True)
         refresh = getattr(ctx.display, "refresh", None)
         self.reader = Reader(self.maker, ctx.jobs, ctx.store, ctx.judge, ctx.stats, on_stored=(lambda _r: refresh()) if refresh else None)
