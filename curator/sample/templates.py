@@ -19,9 +19,10 @@ from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from curator.config import ManifestError, PromptTemplate
+from curator.errors import CuratorError
 
 
-class _NullValue(Exception):
+class _NullValue(CuratorError):
     """A `{{ expression }}` evaluated to None."""
 
 
