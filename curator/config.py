@@ -200,16 +200,16 @@ def secret_problem(teacher: Teacher) -> str | None:
     if found:
         return (f"{found} holds a literal value that looks like a key or token: put it in an environment variable and write "
                 "{env: VARIABLE} there (it is read at request time and never written)")
-    if teacher.mode == "batch" and _has_env_ref(params.get("extra_body")):
+    if teacher.mode == "batch" and has_env_ref(params.get("extra_body")):
         return "teacher.params.extra_body: {env: ...} values are not supported with teacher.mode: batch (batch files are written to disk); use teacher.headers"
     return None
 
 
-def _has_env_ref(value: Any) -> bool:
+def has_env_ref(value: Any) -> bool:
     if is_env_ref(value):
         return True
     items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    return any(_has_env_ref(v) for v in items)
+    return any(has_env_ref(v) for v in items)
 
 
 def _same_url(url: str) -> str:

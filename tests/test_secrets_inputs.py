@@ -127,6 +127,19 @@ def test_ordinary_params_and_headers_are_not_taken_for_keys(tmp_path, server):
     assert r.returncode == 0, r.stderr
 
 
+def test_batch_files_never_carry_an_env_value(tmp_path, server):
+    """Batch request files are written to disk: `{env:}` in extra_body is refused there, in one line."""
+    url = server()
+    m = _gateway_manifest(tmp_path, url, filters=None)
+    env = {"CURATOR_TEST_GW_KEY": GW_KEY, "CURATOR_TEST_GW_TOKEN": GW_TOKEN}
+    line = one_line(cli("batch", "write", m, "--to", tmp_path / "requests.jsonl", env=env))
+    assert "extra_body" in line and "{env: ...}" in line and not (tmp_path / "requests.jsonl").exists(), line
+    m.write_text(m.read_text().replace("teacher:\n", "teacher:\n  mode: batch\n"))
+    line = one_line(cli("run", m, "--no-progress", env=env))
+    assert "teacher.params.extra_body" in line and "mode: batch" in line, line
+    assert chat_requests(url) == 0 and files_holding(tmp_path, GW_KEY, GW_TOKEN) == []
+
+
 # ---------------------------------------------------------------- 3. key-shaped strings in exported rows
 
 class _Recorder(BaseHTTPRequestHandler):
