@@ -60,12 +60,18 @@ def redact(text: object) -> str:
             s = s.replace(secret, MASK)
     for pat in _PATTERNS:
         s = pat.sub(lambda m: m.group(1) + MASK, s)
+    for start, stop, _ in reversed(_key_spans(s)):  # the other provider shapes (AWS, GitHub, JWT...)
+        s = s[:start] + MASK + s[stop:]
     return s
 
 
 def find_keys(text: str) -> list[str]:
     """The kind of each provider-key-shaped string in `text` ("sk-", "hf_", "bearer"...), in
     order, overlaps counted once: what a warning may say about them without printing them."""
+    return [kind for _, _, kind in _key_spans(text)]
+
+
+def _key_spans(text: str) -> list[tuple[int, int, str]]:
     spans = []
     lower = None
     for kind, anchors, rx in _SHAPES:
@@ -84,7 +90,7 @@ def find_keys(text: str) -> list[str]:
     out, end = [], -1
     for start, stop, kind in sorted(spans):
         if start >= end:
-            out.append(kind)
+            out.append((start, stop, kind))
             end = stop
     return out
 
