@@ -28,7 +28,7 @@ from curator.errors import RunError, StoreError
 from curator.judge.base import FilterContext
 from curator.judge.chain import Chain, load_chain
 from curator.judge.runner import IncrementalJudge
-from curator.redact import register_secret
+from curator.redact import register_secret, resolve_env
 from curator.sample.cost import find_price, warn_unknown
 from curator.sample.progress import RunProgress
 from curator.sample.per_prompt import PerPromptPlan
@@ -53,6 +53,8 @@ class RunResult:
 
 
 def api_key_for(manifest: Manifest) -> str:
+    manifest.teacher.request_headers()  # a missing {env: NAME} variable (headers, extra_body) fails now, in one line
+    resolve_env(manifest.teacher.params.extra_body, "teacher.params.extra_body")
     env = manifest.teacher.api_key_env
     if env is None:
         return "EMPTY"  # local servers (vLLM, SGLang, llama.cpp) accept any key
@@ -67,8 +69,8 @@ def prompt_jobs(manifest: Manifest) -> tuple[list[Job], str]:
     """One Job per prompt (no indices yet) with the key of every sample index the run may ask for:
     0..n-1, or 0..max_samples-1 with budget.per_prompt; and the source's fingerprint."""
     src_path = manifest.resolve(manifest.source.path)
-    problems = load_problems(manifest.source, src_path)
-    renderer = Renderer(manifest.template(), where=str(manifest.manifest_path or "prompt"))
+    problems = load_problems(manifest.source, src_path, manifest.limits.max_problem_bytes)
+    renderer = Renderer(manifest.template(), where=str(manifest.resolve(manifest.prompt) if isinstance(manifest.prompt, str) else manifest.manifest_path or "prompt"))
     renderer.check_columns(set(problems[0].row), str(src_path))
     params = request_params(manifest)
     per_prompt = manifest.budget.per_prompt
@@ -79,7 +81,7 @@ def prompt_jobs(manifest: Manifest) -> tuple[list[Job], str]:
         ctx.setdefault("problem", p.problem)
         ctx.setdefault("gold", p.gold)
         ctx.setdefault("id", p.id)
-        messages = renderer.render(ctx)
+        messages = renderer.render(ctx, p.at, manifest.limits.max_prompt_bytes)  # every row before anything is sent
         keys = {i: sample_key(manifest.teacher.base_url, manifest.teacher.model, messages, params, i) for i in range(upto)}
         out.append(Job(p, messages, [], keys))
     return out, fingerprint(src_path)
@@ -153,7 +155,8 @@ def preflight(manifest: Manifest, api_key: str) -> None:
 
 def _check_server(manifest: Manifest, api_key: str, url: str) -> None:
     what = "teacher.replicas" if manifest.teacher.replicas else "teacher.base_url"
-    client = openai.OpenAI(base_url=normalise_endpoint(url), api_key=api_key, max_retries=2, timeout=min(30.0, manifest.limits.timeout_s))
+    client = openai.OpenAI(base_url=normalise_endpoint(url), api_key=api_key, max_retries=2, timeout=min(30.0, manifest.limits.timeout_s),
+                           default_headers=manifest.teacher.request_headers())
     try:
         client.models.list()
     except openai.APIConnectionError as e:

@@ -24,6 +24,7 @@ def export(
     license: Optional[str] = typer.Option(None, "--license", help="license in the dataset card (default: the manifest's, else 'other')"),
     name: Optional[str] = typer.Option(None, "--name", help="dataset name in dataset_info.json (default: the run's name)"),
     sharegpt_roles: str = typer.Option("human-gpt", "--sharegpt-roles", help="sharegpt 'from' values: human-gpt or user-assistant"),
+    allow_secrets: bool = typer.Option(False, "--allow-secrets", help="push even when the text holds key-shaped strings (sk-..., hf_..., Bearer ...)"),
 ) -> None:
     """Export accepted samples for the student: a Hugging Face dataset, or a file an SFT trainer reads."""
     from curator.ship.export import ExportOptions, HubError, export as do_export, push_to_hub as do_push
@@ -34,10 +35,13 @@ def export(
     result = guard(lambda: do_export(out, opts))
     parts = ", ".join(f"{k} {v}" for k, v in result.splits.items())
     err.print(f"exported {sum(result.splits.values())} samples ({parts}) as {result.format} to {result.dir}", highlight=False, soft_wrap=True)
+    if result.keys.found:
+        err.print(f"warning: {result.keys.summary()}; the values are not shown: check the data before sharing it"
+                  + ("" if allow_secrets else " (--push-to-hub refuses without --allow-secrets)"), style="yellow", highlight=False, soft_wrap=True)
     if push_to_hub:
         def push() -> str:
             try:
-                return do_push(result, opts, push_to_hub, private=private)
+                return do_push(result, opts, push_to_hub, private=private, allow_secrets=allow_secrets)
             except HubError as e:
                 _fail(str(e), 4)  # its own exit code: the local export is complete
 

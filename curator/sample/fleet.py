@@ -152,7 +152,8 @@ class Fleet:
 
         if not teacher.replicas:
             return None
-        return cls(teacher.replicas, lambda url: make_transport(teacher.http, url, api_key, limits.timeout_s, limits.concurrency),
+        headers = teacher.request_headers()
+        return cls(teacher.replicas, lambda url: make_transport(teacher.http, url, api_key, limits.timeout_s, limits.concurrency, headers),
                    api_key=api_key, **kw)
 
     # -- choice -------------------------------------------------------------------------------

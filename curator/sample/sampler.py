@@ -22,7 +22,7 @@ from curator.errors import CuratorError
 from curator.sample.cost import request_cost
 from curator.sample.fleet import Fleet
 from curator.sample.parse import Usage, read_usage, split_reasoning
-from curator.redact import redact
+from curator.redact import redact, resolve_env
 from curator.sample.ratelimit import RateLimiter, retry_after
 from curator.sample.sources import Problem
 from curator.sample.tokencount import CharEstimate, TokenCounter, prompt_tokens
@@ -339,8 +339,8 @@ class Sampler:
         self.t = manifest.teacher
         self.limits = manifest.limits
         self.endpoint = normalise_endpoint(self.t.base_url)
-        self.params = request_params(manifest)
-        self._params_json = json.dumps(self.params, sort_keys=True)
+        self._params_json = json.dumps(request_params(manifest), sort_keys=True)  # as stored: {env: NAME} values unresolved
+        self.params = resolve_env(request_params(manifest), "teacher.params")  # what is sent: only ever in memory
         self.price = price
         self.stats = stats
         self.submit = submit  # hands answers to the store; they count as done once journaled
@@ -349,7 +349,7 @@ class Sampler:
         self.limiter = RateLimiter(self.limits.rpm, self.limits.tpm)
         # Retries are ours (tenacity), so the client's own are off. With teacher.replicas a fleet stands in (keys still hash base_url).
         self.fleet = Fleet.for_teacher(self.t, self.limits, api_key, notify=self._notice, abort=self.abort, stats=stats)
-        self.transport = self.fleet or make_transport(self.t.http, self.endpoint, api_key, self.limits.timeout_s, self.limits.concurrency)
+        self.transport = self.fleet or make_transport(self.t.http, self.endpoint, api_key, self.limits.timeout_s, self.limits.concurrency, self.t.request_headers())
         self.n_mode = self.t.n_strategy
         self.notify = notify  # shows a notice to the user (live display); stats.notices keeps them
         self._counter = counter or CharEstimate()  # a configured tokenizer was loaded up front

@@ -30,9 +30,10 @@ except ImportError:  # pragma: no cover
 
 
 class OpenAITransport:
-    def __init__(self, base_url: str, api_key: str, timeout_s: float):
+    def __init__(self, base_url: str, api_key: str, timeout_s: float, headers: dict[str, str] | None = None):
         self.timeout_s = timeout_s
-        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s, http_client=_aiohttp_client(timeout_s))
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s, http_client=_aiohttp_client(timeout_s),
+                                         default_headers=headers)
 
     async def post(self, body: dict[str, Any]) -> tuple[bytes, Mapping[str, str]]:
         # The raw POST, not the typed `chat.completions.create`: the typed path costs ~50% more
@@ -54,12 +55,12 @@ def _aiohttp_client(timeout_s: float):
 
 
 class AiohttpTransport:
-    def __init__(self, base_url: str, api_key: str, timeout_s: float, connections: int):
+    def __init__(self, base_url: str, api_key: str, timeout_s: float, connections: int, headers: dict[str, str] | None = None):
         import aiohttp
 
         self._aiohttp = aiohttp
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json", "Accept": "application/json"}
+        self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         # trust_env: HTTP(S)_PROXY / NO_PROXY apply as they do for the openai client (httpx).
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections), timeout=self.timeout, trust_env=True)
@@ -106,7 +107,8 @@ def _status_error(status: int, headers: dict[str, str], content: bytes, request)
     return cls(message, response=response, body=err if isinstance(err, dict) else body)
 
 
-def make_transport(kind: str, base_url: str, api_key: str, timeout_s: float, connections: int):
+def make_transport(kind: str, base_url: str, api_key: str, timeout_s: float, connections: int, headers: dict[str, str] | None = None):
+    """headers: teacher.headers with `{env: NAME}` values resolved (held in memory only)."""
     if kind == "aiohttp":
-        return AiohttpTransport(base_url, api_key, timeout_s, connections)
-    return OpenAITransport(base_url, api_key, timeout_s)
+        return AiohttpTransport(base_url, api_key, timeout_s, connections, headers)
+    return OpenAITransport(base_url, api_key, timeout_s, headers)

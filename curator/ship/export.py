@@ -49,6 +49,7 @@ from curator.ship.formats import (  # noqa: F401  (re-exported: the export's pub
     llamafactory_info, prompt_messages, SHAPERS, _slug, to_alpaca, to_hf, to_messages, to_prompt_completion, to_sharegpt,
 )
 from curator.ship.card import collect_summary, render_card
+from curator.ship.keyscan import KeyScan, scan_rows
 from curator.store.layout import OutputDir
 
 
@@ -60,6 +61,7 @@ class ExportResult:
     files: list[str]
     rows: dict[str, list[dict[str, Any]]] = field(repr=False, default_factory=dict)
     summary: dict[str, Any] = field(repr=False, default_factory=dict)
+    keys: KeyScan = field(repr=False, default_factory=KeyScan)  # key-shaped strings in the exported text
 
 
 # ---------------------------------------------------------------- reading the output directory
@@ -232,7 +234,7 @@ def export(out_dir: str | Path, opts: ExportOptions) -> ExportResult:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ExportResult(target, opts.format, counts, written, shaped, summary)
+    return ExportResult(target, opts.format, counts, written, shaped, summary, scan_rows(rows))
 
 
 # ---------------------------------------------------------------- the Hub
@@ -260,8 +262,12 @@ def _network_error(e: BaseException) -> bool:
     return False
 
 
-def push_to_hub(result: ExportResult, opts: ExportOptions, repo_id: str, *, private: bool | None = None) -> str:
-    """Upload the export with `DatasetDict.push_to_hub`, then our card as README.md. Returns the dataset URL."""
+def push_to_hub(result: ExportResult, opts: ExportOptions, repo_id: str, *, private: bool | None = None, allow_secrets: bool = False) -> str:
+    """Upload the export with `DatasetDict.push_to_hub`, then our card as README.md. Returns the dataset URL.
+    Refused, before any call to the Hub, when the text holds key-shaped strings, unless allow_secrets."""
+    if result.keys.found and not allow_secrets:
+        raise HubError(f"not pushing to {repo_id}: the export holds {result.keys.summary()}; remove them from the data, or pass "
+                       f"--allow-secrets to publish anyway; the export is in {result.dir}")
     from huggingface_hub import HfApi, get_token
 
 

@@ -227,6 +227,9 @@ class TeacherState:
                                      "valid JSON.)")
         if not isinstance(req, dict):
             return self._reject(400, "The request body must be a JSON object.")
+        c = self.config
+        if any(request.headers.get(k) != v for k, v in c.require_headers.items()) or any(req.get(k) != v for k, v in c.require_body.items()):
+            return self._reject(401, "Missing or wrong gateway credentials.", "invalid_api_key")
         model = req.get("model")
         if not isinstance(model, str) or model not in self.models:
             return self._reject(404, f"The model `{model}` does not exist", "model_not_found", param="model")
@@ -251,7 +254,6 @@ class TeacherState:
         messages = req.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             return self._reject(400, "`messages` must be a non-empty list of message objects.", param="messages")
-        c = self.config
         n = req.get("n")
         if n is None:
             n = 1

@@ -116,6 +116,10 @@ class ServerConfig(BaseModel):
     # Injected 400/500 error bodies quote the request's Authorization header, as careless proxies
     # do: tests check that curator never prints or stores such a reply unredacted.
     echo_auth: bool = False
+    # A gateway's own credentials: chat requests without these headers / top-level body fields
+    # (exact values) get a 401, as gateways that take a key in a header or in the body do.
+    require_headers: dict[str, str] = Field(default_factory=dict)
+    require_body: dict[str, Any] = Field(default_factory=dict)
     fault_burst: FaultBurst | None = None
     # JSONL file with one line per chat request (curator/teacher/reqlog.py); None: no log.
     request_log: str | None = None
