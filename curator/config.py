@@ -152,6 +152,9 @@ class Limits(_Strict):
     timeout_s: float = Field(default=600, gt=0)
     max_retries: int = Field(default=8, ge=0)
     max_backoff_s: float = Field(default=60, gt=0)
+    # An answer (CoT + completion) longer than this is stored (it was paid for) and rejected by
+    # every chain's `response` step as `too_large` (curator/judge/filters/response.py).
+    max_answer_chars: int = Field(default=1_000_000, gt=0)
 
 
 class PerPrompt(_Strict):
