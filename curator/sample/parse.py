@@ -150,41 +150,56 @@ def implausible_usage(usage: Usage, *, prompt_bytes: int, messages: int, answer_
     completion and reasoning tokens within max_tokens a choice or the answer's bytes (whichever
     is larger), and at least the answer's bytes / MAX_BYTES_PER_TOKEN. Missing counts are not
     judged here (they are counted locally anyway)."""
+    p, c, r, k = usage.prompt_tokens, usage.completion_tokens, usage.reasoning_tokens, usage.cached_tokens
+    top_p = prompt_bytes + 4 * messages + PROMPT_SLACK_TOKENS
+    top = max(choices * (max_tokens or UNCAPPED_CHOICE_TOKENS), answer_bytes + choices * CHOICE_SLACK_TOKENS)
+    # The common case, every count present and plausible, in one expression (it runs per request).
+    if (type(p) is int and type(c) is int and type(k) in (int, type(None)) and type(r) in (int, type(None))
+            and 0 <= p <= top_p and answer_bytes // MAX_BYTES_PER_TOKEN <= c <= top
+            and (r is None or 0 <= r <= top) and (k is None or 0 <= k <= p)):
+        return None
     fields = (("prompt_tokens", usage.prompt_tokens), ("completion_tokens", usage.completion_tokens),
               ("reasoning_tokens", usage.reasoning_tokens), ("cached_tokens", usage.cached_tokens))
     for name, v in fields:
         if v is not None and (type(v) is not int or v < 0):
             return f"{name}={v!r} is not a non-negative integer"
-    if usage.prompt_tokens is not None:
-        top = prompt_bytes + 4 * messages + PROMPT_SLACK_TOKENS
-        if usage.prompt_tokens > top:
-            return f"prompt_tokens={usage.prompt_tokens} for a {prompt_bytes}-byte prompt (at most {top})"
-        if usage.cached_tokens is not None and usage.cached_tokens > usage.prompt_tokens:
-            return f"cached_tokens={usage.cached_tokens} > prompt_tokens={usage.prompt_tokens}"
-    top = max(choices * (max_tokens or UNCAPPED_CHOICE_TOKENS), answer_bytes + choices * CHOICE_SLACK_TOKENS)
+    if p is not None:
+        if p > top_p:
+            return f"prompt_tokens={p} for a {prompt_bytes}-byte prompt (at most {top_p})"
+        if k is not None and k > p:
+            return f"cached_tokens={k} > prompt_tokens={p}"
     for name, v in fields[1:3]:
         if v is not None and v > top:
             return f"{name}={v} for {answer_bytes} bytes of answer (at most {top})"
-    if usage.completion_tokens is not None and usage.completion_tokens < answer_bytes // MAX_BYTES_PER_TOKEN:
-        return f"completion_tokens={usage.completion_tokens} for {answer_bytes} bytes of answer"
+    if c is not None and c < answer_bytes // MAX_BYTES_PER_TOKEN:
+        return f"completion_tokens={c} for {answer_bytes} bytes of answer"
     return None
 
 
 def max_tokens_of(params: Any) -> int | None:
     """The request's cap on tokens a choice (teacher.params: max_tokens, or max_completion_tokens
     among its extra keys or in extra_body)."""
+    hit = _CAPS.get(id(params))
+    if hit is not None and hit[0] is params:  # one manifest's params, asked per request
+        return hit[1]
     extra = {**(getattr(params, "model_extra", None) or {}), **(getattr(params, "extra_body", None) or {})}
     cap = extra.get("max_completion_tokens") or extra.get("max_tokens") or getattr(params, "max_tokens", None)
-    return cap if type(cap) is int and cap > 0 else None
+    cap = cap if type(cap) is int and cap > 0 else None
+    _CAPS[id(params)] = (params, cap)
+    return cap
+
+
+_CAPS: dict[int, tuple[Any, int | None]] = {}
 
 
 def trusted_usage(data: dict[str, Any], request: list[dict[str, Any]], params: Any) -> tuple[Usage, str | None]:
     """The completion's usage when plausible (`implausible_usage`); else no counts at all (the
     caller counts every one locally and flags the samples usage_estimated) and the reason.
     params: teacher.params (its max_tokens bounds what a choice may bill)."""
-    usage = read_usage(data.get("usage"))
-    if usage == _NO_USAGE:
-        return usage, None if data.get("usage") is None or isinstance(data.get("usage"), dict) else "usage is not an object"
+    raw = data.get("usage")
+    if not isinstance(raw, dict):
+        return _NO_USAGE, None if raw is None else "usage is not an object"
+    usage = read_usage(raw)
     answer = 0
     for c in data["choices"]:
         m = c.get("message") or {}
