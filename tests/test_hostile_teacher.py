@@ -16,6 +16,7 @@ from curator.config import load_manifest
 from curator.judge.filters.length import LengthFilter, LengthParams
 from curator.judge.base import FilterContext
 from curator.run import run_manifest
+from curator.sample.parse import Usage, implausible_usage
 from curator.store.catalog import query as q
 from curator.teacher.config import ServerConfig
 from curator.teacher.runner import running_server
@@ -187,3 +188,19 @@ def test_a_trickled_body_times_out_and_is_retried(tmp_path, server, http):
     assert "timed out" in res.stats.errors[0].lower(), res.stats.errors
     assert server_stats(url)["requests"] == 2  # the first attempt and one retry (max_retries: 1)
     assert took < 2 * 1.5 + 5, took
+
+
+@pytest.mark.parametrize("usage, max_tokens, why", [
+    (Usage(40, 900, 800, 10), 1024, None),  # hidden reasoning within max_tokens: billed, believed
+    (Usage(40, 50_000, None, None), 1024, "completion_tokens=50000"),  # over 2 x max_tokens and the 40,000 bytes
+    (Usage(40, 200_000, None, None), None, None),  # no max_tokens: up to 262,144 a choice
+    (Usage(40, 10, None, None), 1024, "completion_tokens=10 for 40000 bytes"),  # under bytes / 256
+    (Usage(5000, 900, None, None), 1024, "prompt_tokens=5000"),  # a 100-byte prompt
+    (Usage(40, 900, None, 41), 1024, "cached_tokens=41 > prompt_tokens=40"),
+    (Usage(40, 900, 2**40, None), 1024, "reasoning_tokens="),
+    (Usage(None, 900, None, None), 1024, None),  # missing counts are counted locally, not judged
+    (Usage(-1, 900, None, None), 1024, "prompt_tokens=-1 is not a non-negative integer"),
+])
+def test_usage_bounds(usage, max_tokens, why):
+    got = implausible_usage(usage, prompt_bytes=100, messages=1, answer_bytes=40_000, choices=2, max_tokens=max_tokens)
+    assert (got is None) if why is None else (got is not None and why in got), got
