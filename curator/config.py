@@ -229,6 +229,9 @@ class Limits(_Strict):
     # context window; raise them for a teacher that takes more.
     max_problem_bytes: int = Field(default=500_000, gt=0)
     max_prompt_bytes: int = Field(default=1_000_000, gt=0)
+    # An answer (CoT + completion) longer than this is stored (it was paid for) and rejected by
+    # every chain's `response` step as `too_large` (curator/judge/filters/response.py).
+    max_answer_chars: int = Field(default=1_000_000, gt=0)
 
 
 class PerPrompt(_Strict):

@@ -174,7 +174,9 @@ def load_filter_chain(manifest: Manifest, out_dir: Path) -> Chain | None:
     if manifest.filters is None:
         return None
     ctx = FilterContext(output_dir=out_dir, base_dir=manifest.base_dir, teacher=manifest.teacher)
-    return load_chain(manifest.filters, ctx, where=str(manifest.manifest_path or "filters"))
+    # Every chain starts with the `response` step (finish_reason, answer size): judge/filters/response.py.
+    return load_chain(manifest.filters, ctx, where=str(manifest.manifest_path or "filters"),
+                      response={"max_answer_chars": manifest.limits.max_answer_chars})
 
 
 @dataclass
@@ -353,7 +355,7 @@ def _finish_judging(ctx: RunContext) -> int:
 def _plan(manifest: Manifest, judge: IncrementalJudge | None, prompts: list[Job], stored: set[str]) -> tuple[PerPromptPlan, list[Job], int, int]:
     """budget.per_prompt: what every prompt has (stored, accepted by the sample steps, after the
     judge caught up with answers a kill left unjudged) and its first job of this session."""
-    if judge is None or not judge.steps:
+    if judge is None or not [s for s in judge.steps if s.name != "response"]:
         raise RunError("budget.per_prompt needs a filter chain with at least one sample-scope step (math, format...): "
                        "dataset steps (near_dup, majority_vote) run only after sampling")
     rule = manifest.budget.per_prompt

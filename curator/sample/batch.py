@@ -29,6 +29,7 @@ import openai
 
 from curator.config import Manifest, has_env_ref
 from curator.errors import RunError
+from curator.sample.parse import completion_problem
 from curator.sample.sampler import (
     FatalRequestError,
     Job,
@@ -232,8 +233,9 @@ def _line_error(line: dict[str, Any]) -> str | None:
     if status != 200:
         msg = body.get("error", {}).get("message") if isinstance(body, dict) and isinstance(body.get("error"), dict) else None
         return f"HTTP {status}: {msg or 'error'}"
-    if not isinstance(body, dict) or not isinstance(body.get("choices"), list) or not body["choices"]:
-        return "a 200 whose body is not a chat completion"
+    problem = completion_problem(body)
+    if problem is not None:
+        return f"a 200 whose body is not a chat completion: {problem}"
     return None
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from curator.teacher import answers as T
+from . import hostile
 from .batch import BatchAPI, add_routes as add_batch_routes
 from .config import COT_PLACEMENTS, FAULTS, OUTCOMES, ServerConfig
 from .jsonio import _JSON_ERRORS, dumps, loads
@@ -245,6 +246,9 @@ class TeacherState:
         else:
             mock = {}
 
+        moved = hostile.redirect(self.config.hostile)
+        if moved is not None:
+            return moved
         fault = mock.get("fault") or self._choose_fault(body)
         if fault is not None:
             resp = await self._fault(request, fault)
@@ -279,7 +283,8 @@ class TeacherState:
         seed = req.get("seed")
         resp = self.build_completion(model, messages, n, max_tokens, mock, seed if type(seed) is int else None)
         request[ANSWER_ID] = resp["id"]  # for the request log
-        return web.Response(body=dumps(resp), content_type="application/json")
+        out = dumps(hostile.apply(c.hostile, resp))
+        return await hostile.send(c.hostile, request, out) or web.Response(body=out, content_type="application/json")
 
     def build_completion(self, model: str, messages: list[dict[str, Any]], n: int, max_tokens: int | None,
                          mock: dict[str, Any], request_seed: int | None = None) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .hostile import Hostile
+
 CotPlacement = Literal["reasoning_content", "reasoning", "think", "think_unopened", "none"]
 COT_PLACEMENTS: tuple[str, ...] = ("reasoning_content", "reasoning", "think", "think_unopened", "none")
 
@@ -124,6 +126,9 @@ class ServerConfig(BaseModel):
     # JSONL file with one line per chat request (curator/teacher/reqlog.py); None: no log.
     request_log: str | None = None
     batch: BatchScript = Field(default_factory=BatchScript)
+    # Well-formed but untrustworthy answers (negative usage, content_filter, redirects, a trickled
+    # body...): curator/teacher/hostile.py.
+    hostile: Hostile = Field(default_factory=Hostile)
 
     @field_validator("mix")
     @classmethod
