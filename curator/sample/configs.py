@@ -23,19 +23,22 @@ def _endpoint(base_url: str) -> str:
     url = base_url.rstrip("/")
     parts = urlsplit(url)
     if parts.username or parts.password:
-        url = urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+        url = urlunsplit(parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")))
     return url
 
 
 def describe(manifest: Manifest) -> dict[str, Any]:
-    """The configuration as recorded in OUT/configs/<id>.json and shown by the report. Built from
-    the manifest as written to disk (`redacted`), so a resumed run (which reads the resolved
-    manifest) finds the same id, and nothing secret is in it."""
-    data = manifest.redacted()
-    t = data["teacher"]
+    """The configuration as recorded in OUT/configs/<id>.json and shown by the report."""
+    return describe_data(manifest.redacted())
+
+
+def describe_data(data: dict[str, Any]) -> dict[str, Any]:
+    """The configuration of a manifest as written to disk (`Manifest.redacted`, which the resolved
+    manifest is): a resumed run and every reader of OUT find the same id, and nothing secret is in it."""
+    t = data.get("teacher") or {}
     params = {k: v for k, v in (t.get("params") or {}).items() if v is not None and k != "n"}
     template = {k: v for k, v in (data.get("prompt") or {}).items() if v is not None}
-    spec = {"endpoint": _endpoint(t["base_url"]), "model": t["model"], "params": params, "template": template}
+    spec = {"endpoint": _endpoint(str(t.get("base_url") or "")), "model": t.get("model"), "params": params, "template": template}
     blob = json.dumps(spec, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return {
         "id": "c" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12],
@@ -49,14 +52,16 @@ def configuration_id(manifest: Manifest) -> str:
 
 
 def current_id(out_dir: Path) -> str | None:
-    """The id of the configuration OUT's latest run used (its resolved manifest); None when it
-    cannot be read."""
+    """The id of the configuration OUT's latest run used (read from its resolved manifest as
+    written, so a folder moved to a machine without its source or template files still tells);
+    None when there is none."""
     from curator.store.layout import OutputDir
 
-    try:
-        return configuration_id(OutputDir(out_dir).manifest())
-    except Exception:  # an old or hand-edited folder: every reader then treats all samples alike
+    out = OutputDir(out_dir)
+    if not out.is_output_dir():
         return None
+    data = out.manifest_data()
+    return describe_data(data)["id"] if isinstance(data, dict) and isinstance(data.get("prompt"), dict) else None
 
 
 def current_ids(out_dir: Path) -> set[str]:
@@ -110,7 +115,7 @@ def check_at_start(out_dir: Path, manifest: Manifest, run_keys: set[str]) -> lis
 
         con = catalog.connect(out_dir, read_only=True)
         try:
-            con.register("run_keys", pa.table({"key": pa.array(sorted(run_keys), pa.string())}))
+            con.register("run_keys", pa.table({"key": pa.array(list(run_keys), pa.string())}))
             rows = con.execute(
                 """SELECT config_id, count(*) AS n, count(r.key) AS mine, any_value(model) AS model,
                           any_value(endpoint) AS endpoint, any_value(params_json) AS params, min(seq) AS first
