@@ -51,7 +51,7 @@ def test_a_second_configuration_is_noticed_reported_apart_and_not_exported(tmp_p
     m.write_text(base.replace("temperature: 0.6", "temperature: 0.9"))
     second = run(m)
     lines = notes(second)
-    assert len(lines) == 1 and "holds 8 samples of 1 other configuration" in lines[0] and "temperature 0.6 -> 0.9" in lines[0], second.stderr
+    assert len(lines) == 1 and "holds 8 samples of 1 other configuration" in lines[0] and "temperature 0.6 (now 0.9)" in lines[0], second.stderr
     b = configuration_id(OutputDir(out).manifest())
 
     # Another model and another template: two other configurations now.
@@ -60,7 +60,7 @@ def test_a_second_configuration_is_noticed_reported_apart_and_not_exported(tmp_p
     third = run(m)
     lines = notes(third)
     assert len(lines) == 1 and "holds 16 samples of 2 other configurations" in lines[0], third.stderr
-    assert "model deepseek-reasoner -> other-teacher" in lines[0] and "template differs" in lines[0]
+    assert "model deepseek-reasoner (now other-teacher)" in lines[0] and "template differs" in lines[0]
     c = configuration_id(OutputDir(out).manifest())
     assert len({a, b, c}) == 3
     # Every stored sample carries its configuration's id.

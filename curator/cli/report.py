@@ -138,10 +138,12 @@ def config_table(configs: list[dict[str, Any]]) -> Table:
     from curator.sample.cost import format_usd as usd
 
     t = Table(title=f"Configurations: {len(configs)} in this folder (export takes the current one; --all-configs: all)", title_justify="left")
-    for c in ("configuration", "model", "params", "template", "samples", "accepted", "dollars", "per accepted"):
-        t.add_column(c, justify="right" if c in ("samples", "accepted", "dollars", "per accepted") else "left")
+    t.add_column("configuration", overflow="fold")
+    t.add_column("model, params, template", overflow="fold")
+    for c in ("samples", "accepted", "dollars", "per accepted"):
+        t.add_column(c, justify="right", no_wrap=True)
     for c in configs:
-        t.add_row(c["id"] + (" (current)" if c["current"] else ""), str(c["model"]), c["params_text"], c["template_sha256"] or "unknown",
+        t.add_row(c["id"] + ("\n(current)" if c["current"] else ""), f"{c['model']}\n{c['params_text']}\ntemplate {c['template_sha256'] or 'unknown'}",
                   fmt_int(c["samples"]), fmt_int(c["accepted"]), usd(c["usd"]), usd(c["usd_per_accepted"]))
     return t
 

@@ -84,15 +84,15 @@ def _params_of(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """What differs between two configurations, as short phrases ("temperature 0.6 -> 0.9")."""
+    """What differs between two configurations, as short phrases ("temperature 0.6 (now 0.9)")."""
     out = []
     for k in ("model", "endpoint"):
         if old.get(k) != new.get(k):
-            out.append(f"{k} {old.get(k)} -> {new.get(k)}")
+            out.append(f"{k} {old.get(k)} (now {new.get(k)})")
     po, pn = _params_of(old), _params_of(new)
     for k in sorted(set(po) | set(pn)):
         if po.get(k) != pn.get(k):
-            shown = "changed" if k == "extra_body" else f"{po.get(k)} -> {pn.get(k)}"
+            shown = "changed" if k == "extra_body" else f"{po.get(k)} (now {pn.get(k)})"
             out.append(f"{k} {shown}")
     if "template" not in old:
         out.append("template unknown (stored before configuration ids)")
