@@ -39,6 +39,7 @@ from curator.sample.templates import Renderer
 from curator.sample.tokencount import TokenCounter, load_counter
 from curator.store import catalog
 from curator.store.layout import OutputDir
+from curator.store.live import remove_live, start_live
 from curator.store.sample_store import SampleStore, stored_keys
 from curator.store.workers import Board, FinishLock, Others, Part, check_split, pin_chain, record_split
 
@@ -474,10 +475,12 @@ async def _sample(ctx: RunContext) -> None:
                 return
 
     tasks = [asyncio.create_task(storer()), asyncio.create_task(judger())]
+    live = start_live(ctx.out, ctx.run_id, ctx.part, sampler.fleet.figures) if sampler.fleet is not None else None
     try:
         await sampler.run(feed)
     finally:
         to_store.put_nowait(None)
+        live is not None and live.cancel()
         await asyncio.gather(*tasks)
 
 
@@ -526,6 +529,7 @@ def write_receipt(ctx: RunContext, complete: bool) -> Path:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(receipt, indent=2, default=str))
     os.replace(tmp, path)
+    remove_live(ctx.out, run_id)  # the receipt has the session's figures now
     return path
 
 
