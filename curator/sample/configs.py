@@ -101,13 +101,16 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out or ["same requests"]
 
 
-def check_at_start(out_dir: Path, manifest: Manifest, run_keys: set[str]) -> list[str]:
+def check_at_start(out_dir: Path, manifest: Manifest, run_keys: set[str], store: Any = None) -> list[str]:
     """Record this run's configuration and say, in one line, when OUT holds samples of others:
     what differs and how many samples. Stored samples whose keys this run would ask for are its
-    own (byte-identical requests), whatever id they carry."""
+    own (byte-identical requests), whatever id they carry. `store` (a SampleStore): stamps every
+    answer it stores from now on with this configuration's id."""
     from curator.store import catalog
 
     me = describe(manifest)
+    if store is not None:
+        store.config_id = me["id"]
     others: list[dict[str, Any]] = []
     same: list[str] = []
     if _has_shards(out_dir):
