@@ -4,6 +4,7 @@ byte-identical; an earlier export alone is replaced file by file (its manifest l
 `--to .` works in an empty folder and is one line in a busy one. Real run, real CLI."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,7 @@ def one_line(r: subprocess.CompletedProcess, message: str) -> None:
 
 def export_cli(out: Path, *args, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "curator", "export", str(out), *map(str, args)], capture_output=True, text=True,
-                          timeout=120, cwd=cwd, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+                          timeout=120, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def test_users_files_beside_an_earlier_export_survive_byte_identical(out, tmp_path):
