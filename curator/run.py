@@ -30,6 +30,7 @@ from curator.judge.chain import Chain, load_chain
 from curator.judge.runner import IncrementalJudge
 from curator.redact import register_secret, resolve_env
 from curator.sample.cost import find_price, warn_unknown
+from curator.sample.configs import check_at_start
 from curator.sample.progress import RunProgress
 from curator.sample.per_prompt import PerPromptPlan
 from curator.sample.sampler import FatalRequestError, Job, JobFeed, Sampler, Stats, normalise_endpoint, request_params, sample_key
@@ -92,7 +93,7 @@ def build_jobs(manifest: Manifest, stored: set[str], part: Part | None = None,
     """The first round: each prompt's indices 0..n-1 with no stored answer; (jobs, samples in the
     round, of them stored, source fingerprint). part: only worker I of N's prompts."""
     prompts, fp = prompt_jobs(manifest)
-    prompts = part.split(prompts, keys_out) if part else prompts
+    prompts = (part or Part(1, 1)).split(prompts, keys_out)  # keys_out["all"]: every key of the run (configuration check)
     n = manifest.teacher.params.n
     jobs, total, have = [], 0, 0
     for t in prompts:
@@ -275,8 +276,9 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
             prompts = []
         else:
             prompts, ctx.source_fp = prompt_jobs(manifest)
-            prompts = part.split(prompts, keys) if part else prompts
+            prompts = (part or Part(1, 1)).split(prompts, keys)
         write_resolved_manifest(manifest, out.path)
+        stats.notices += check_at_start(out.path, manifest, keys["all"], store)  # and stamps the store's answers
         judged = store.keys
         if part is not None:
             record_split(out, part)

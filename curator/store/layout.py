@@ -14,6 +14,7 @@ check, the resolved manifest and the chain that wrote the verdicts.
     OUT/workers/wIofN.json      each worker's spend, read by the others (budgets across workers)
     OUT/live/<run>.json         a running session's per-replica figures (gone once its receipt is written)
     OUT/batches/ledger.jsonl    batch mode: uploaded files, their rows, batches, their ends
+    OUT/configs/<id>.json       each configuration a run used (endpoint, model, params, template)
 """
 
 from __future__ import annotations
@@ -107,6 +108,10 @@ class OutputDir:
     @property
     def ledger(self) -> Path:
         return self.batches / "ledger.jsonl"
+
+    @property
+    def configs(self) -> Path:
+        return self.path / "configs"
 
     @property
     def resolved_manifest(self) -> Path:
