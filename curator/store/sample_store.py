@@ -53,6 +53,18 @@ def journal_paths(out_dir: Path) -> list[Path]:
     return sorted(d.glob("*.jsonl")) + sorted(d.glob("*/*.jsonl")) if d.exists() else []
 
 
+def journal_lines(out_dir: Path) -> int:
+    """Answers in journals not compacted yet (every worker's too); a journal compacted away while
+    this counts is skipped (its rows are in a shard by then)."""
+    n = 0
+    for p in journal_paths(out_dir):
+        try:
+            n += p.read_bytes().count(b"\n")
+        except FileNotFoundError:
+            continue
+    return n
+
+
 def stored_keys(out_dir: Path) -> set[str]:
     """Every key with a stored answer, in shards or in journals (the resume set)."""
     keys: set[str] = set()
