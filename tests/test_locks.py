@@ -129,9 +129,9 @@ def test_writers_are_refused_while_a_filter_holds_out_and_a_killed_holder_is_tak
     m = write_manifest(tmp_path, url, n=2, problems=20, filters="[{filter: format}]")
     out = tmp_path / "out"
     assert cli("run", m, "--no-progress").returncode == 0
-    judge = teacher(latency_ms=400)  # a slow judge model: the filter holds OUT for several seconds
+    judge = teacher(fault_rate={"timeout": 1.0}, hang_s=600)  # a judge model that never answers: the filter holds OUT until killed
     slow = tmp_path / "slow.yaml"
-    slow.write_text(f"name: slow\nsteps:\n  - filter: rubric_judge\n    params: {{base_url: '{judge}', model: judge, concurrency: 1, retries: 0}}\n")
+    slow.write_text(f"name: slow\nsteps:\n  - filter: rubric_judge\n    params: {{base_url: '{judge}', model: teacher, concurrency: 1, retries: 0, timeout_s: 600}}\n")
     before = _stored_files(out)
     filt = _popen("filter", out, "--chain", slow)
     try:
@@ -200,7 +200,7 @@ def test_readers_during_a_run_read_a_consistent_snapshot_and_say_a_run_is_in_pro
         while run.poll() is None and checked < 2:
             st = cli("status", out, "--json")
             rep = cli("report", out, "--json", "--no-html")
-            exp = cli("export", out, "--to", tmp_path / "exp")
+            exp = cli("export", out, "--format", "hf", "--include-rejected", "--to", tmp_path / "exp")  # nothing is judged before the end
             alive = run.poll() is None
             for r in (st, rep, exp):
                 assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
