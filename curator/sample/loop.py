@@ -14,7 +14,8 @@ import asyncio
 import signal
 import sys
 import threading
-from typing import Any, Coroutine
+from collections.abc import Coroutine
+from typing import Any
 
 
 def run_session(coro: Coroutine[Any, Any, None]) -> None:

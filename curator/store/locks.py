@@ -31,9 +31,10 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from curator.errors import StoreError, StoreLocked, os_error_text
 from curator.store.layout import OutputDir
