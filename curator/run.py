@@ -266,7 +266,7 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
     if not later_session:
         preflight(manifest, api_key)  # a first run: fail before anything is written
 
-    store = SampleStore(out.path, shard_rows=manifest.store.shard_rows, part=part)
+    store = SampleStore(out.path, shard_rows=manifest.store.shard_rows, part=part, command=command)
     ctx = RunContext(manifest, out, api_key, price, store, chain, counter, command, part=part)
     stats = ctx.stats
     try:
@@ -389,13 +389,9 @@ def _drift_monitor(out_dir: Path):
 
 
 def _run_loop(coro) -> None:
-    """uvloop when installed: it cuts the client's event-loop overhead per request (bench/sampling.py)."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-        return
-    uvloop.run(coro)
+    from curator.sample.loop import run_session
+
+    run_session(coro)
 
 
 async def _drain(queue: asyncio.Queue) -> tuple[list[dict[str, Any]], bool]:
@@ -538,15 +534,9 @@ def write_receipt(ctx: RunContext, complete: bool) -> Path:
 def _record_run(ctx: RunContext, complete: bool, receipt: Path) -> None:
     stats = ctx.stats
     ctx.store.compact()
-    con = catalog.connect(ctx.out_dir)
-    try:
-        con.execute(
-            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            [ctx.run_id, ctx.manifest.name, ctx.command, "complete" if complete else (stats.stop_reason or "incomplete"), ctx.started, time.time(),
-             stats.requests, stats.stored, stats.prompt_tokens, stats.completion_tokens, stats.cost_usd, str(receipt)],
-        )
-    finally:
-        con.close()
+    catalog.record_run(ctx.out_dir, [ctx.run_id, ctx.manifest.name, ctx.command, "complete" if complete else (stats.stop_reason or "incomplete"),
+                                     ctx.started, time.time(), stats.requests, stats.stored, stats.prompt_tokens, stats.completion_tokens,
+                                     stats.cost_usd, str(receipt)])
 
 
 def resume(out_dir: Path, *, progress: bool = True, detach: bool = False, part: Part | None = None) -> RunResult:

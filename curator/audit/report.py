@@ -21,6 +21,7 @@ from curator.audit.configs import configurations
 from curator.audit.status import replica_figures
 from curator.store import catalog
 from curator.store.layout import OutputDir
+from curator.store.sample_store import journal_lines as _journal_rows
 
 PER = 50_000  # "per 50k accepted": the size of a typical distillation set (the card uses it too)
 QUANTILES = [0.05, 0.25, 0.5, 0.75, 0.95]
@@ -114,13 +115,6 @@ def _register_cot_words(con: duckdb.DuckDBPyConnection) -> None:
         return pa.array(counts)
 
     con.create_function("curator_cot_words", words, ["VARCHAR"], "BIGINT", type="arrow")
-
-
-def _journal_rows(out_dir: Path) -> int:
-    d = OutputDir(out_dir).journal
-    if not d.exists():
-        return 0
-    return sum(p.read_bytes().count(b"\n") for p in [*d.glob("*.jsonl"), *d.glob("*/*.jsonl")])  # + workers' journals
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from curator.store.journal import read_journal
 from curator.store.layout import OutputDir
 from curator.store.live import read_live
 from curator.store.ledger import summary as batch_summary
+from curator.store.locks import holders
 from curator.store.rescue import rescue_paths
 from curator.store.sample_store import journal_paths
 
@@ -48,6 +49,27 @@ def status(out_dir: Path) -> dict[str, Any]:
     rows a running (or killed) run has not compacted yet and rescue journal rows; no trace text
     is loaded."""
     manifest = OutputDir(out_dir).manifest()
+    writers = holders(out_dir)  # before reading: a writer seen now may have made what is read
+    info = catalog.consistent(lambda: _figures(out_dir))
+    return {"name": manifest.name, **info, "in_progress": writers or None,  # who writes right now (pid, host, command, since)
+            "replicas": replica_figures(out_dir), "batches": batch_summary(OutputDir(out_dir).ledger)}  # batch mode: each batch as last seen
+
+
+def _journal_rows(paths: list[Path], rescued: list[Path]) -> list[tuple[bool, dict[str, Any]]]:
+    rows = []
+    for path in paths:
+        try:
+            rows.extend((path in rescued, r) for r in read_journal(path))
+        except FileNotFoundError:
+            continue  # compacted meanwhile: its rows are in a shard, which is listed after this
+    return rows
+
+
+def _figures(out_dir: Path) -> dict[str, Any]:
+    # Journals first, then shards: a compaction writes its shard before it removes the journal,
+    # so every answer is in one or the other of what this reads (never in neither).
+    rescued = rescue_paths(out_dir)
+    loose = _journal_rows(journal_paths(out_dir) + rescued, rescued)
     con = catalog.connect(out_dir, read_only=True)
     try:
         keys, pt, ct, cost, unpriced, acc, rej, est = con.execute(
@@ -57,8 +79,6 @@ def status(out_dir: Path) -> dict[str, Any]:
         ).fetchall()[0]
         prompts = {r[0] for r in con.execute("SELECT DISTINCT prompt_id FROM shards_raw").fetchall()}
         runs = [dict(zip([d[0] for d in con.description], r)) for r in con.execute("SELECT run_id, command, status, samples, cost_usd FROM runs ORDER BY started_at").fetchall()]
-        rescued = rescue_paths(out_dir)
-        loose = [(path in rescued, r) for path in journal_paths(out_dir) + rescued for r in read_journal(path)]
         # A kill between a shard's write and its journal's removal leaves rows in both: count once.
         seen = {k for (k,) in con.execute("SELECT key FROM shards_raw WHERE key IN (SELECT unnest($k))",
                                           {"k": [r["key"] for _, r in loose]}).fetchall()} if loose else set()
@@ -81,7 +101,6 @@ def status(out_dir: Path) -> dict[str, Any]:
         else:
             cost += r["cost_usd"]
     return {
-        "name": manifest.name,
         "stored": keys,
         "in_journal": keys - in_shards - in_rescue,
         "in_rescue": in_rescue,  # kept on another disk when OUT's journal could not be written

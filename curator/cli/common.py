@@ -32,8 +32,11 @@ def guard(fn):
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
         fail(f"{where}{os_error_text(e)}")
-    except (typer.Exit, KeyboardInterrupt):
+    except typer.Exit:
         raise
+    except KeyboardInterrupt:
+        # A second Ctrl-C while a run stops: what is stored is whole (compactions finish first).
+        fail("interrupted: stored answers are kept; `curator resume OUT` finishes the run", 130)
     except Exception as e:
         import traceback
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from curator.cli.common import err, fail as _fail, guard
+from curator.cli.common import err, guard
+from curator.cli.common import fail as _fail
 
 
 def export(
@@ -28,12 +30,32 @@ def export(
     all_configs: bool = typer.Option(False, "--all-configs", help="every configuration OUT holds (model, params, template), not only the latest run's"),
 ) -> None:
     """Export accepted samples for the student: a Hugging Face dataset, or a file an SFT trainer reads."""
-    from curator.ship.export import ExportOptions, HubError, export as do_export, push_to_hub as do_push
+    from curator.ship.export import ExportOptions, HubError
+    from curator.ship.export import export as do_export
+    from curator.ship.export import push_to_hub as do_push
 
     opts = guard(lambda: ExportOptions(format=format, to=to, include_rejected=include_rejected, cot=cot, system=system, test_size=test_size,
                          seed=seed, license=license, name=name, sharegpt_roles=sharegpt_roles, all_configs=all_configs))
 
-    result = guard(lambda: do_export(out, opts))
+    from curator.store.catalog import consistent
+    from curator.store.locks import holders, in_progress_note
+
+    writers = holders(out)
+    if writers:
+        err.print(in_progress_note(out, writers).replace("these figures are", "the export is"), highlight=False, markup=False, soft_wrap=True)
+
+    def go():
+        try:
+            return consistent(lambda: do_export(out, opts))  # read again if a writer changed files under it
+        except OSError as e:
+            if to is None and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                from curator.errors import os_error_text
+
+                _fail(f"{out}: cannot write the export into the output folder ({e.filename}: {os_error_text(e)}): "
+                      "give --to DIR, a folder that can be written")
+            raise
+
+    result = guard(go)
     parts = ", ".join(f"{k} {v}" for k, v in result.splits.items())
     err.print(f"exported {sum(result.splits.values())} samples ({parts}) as {result.format} to {result.dir}", highlight=False, soft_wrap=True)
     if result.keys.found:

@@ -11,7 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from curator.cli.common import fail as _fail, guard as _guard
+from curator.cli.common import err as _err
+from curator.cli.common import fail as _fail
+from curator.cli.common import guard as _guard
 
 
 def _num(x: Any, digits: int = 1) -> str:
@@ -21,8 +23,8 @@ def _num(x: Any, digits: int = 1) -> str:
 
 
 def print_report(r: dict[str, Any], console: Console) -> None:
-    from curator.sample.cost import format_usd as usd
     from curator.audit.html_report import fmt_int, fmt_pct
+    from curator.sample.cost import format_usd as usd
 
     chain = r["chain"]
     models = sorted({str(c["model"]) for c in r.get("configurations") or []}) or [str(r.get("model"))]
@@ -179,13 +181,26 @@ def report(
         _fail(f"{out}: no such output directory")
     if not (out / "shards").exists() and not (out / "journal").exists():
         _fail(f"{out}: not a curator output directory (no shards/ or journal/)")
+    from curator.errors import CuratorError, os_error_text
+    from curator.store.catalog import consistent
+    from curator.store.locks import holders, in_progress_note
+
+    writers = holders(out)  # before reading: a writer seen now may have made what is read
     try:
-        r = build_report(out, drift_window=drift_window)
-    except (OSError, duckdb.Error, ValueError) as e:
+        r = consistent(lambda: build_report(out, drift_window=drift_window))  # read again if a writer changed files under it
+    except (OSError, duckdb.Error, ValueError, CuratorError) as e:
         _fail(f"{out}: cannot read the output: {' '.join(str(e).split())}")
+    r["in_progress"] = writers or None  # who writes right now (pid, host, command, since)
+    if writers:
+        _err.print(in_progress_note(out, writers), highlight=False, markup=False, soft_wrap=True)
     path = None
     if not no_html:
-        path = write_html(r, html or (out / "report.html"))
+        try:
+            path = write_html(r, html or (out / "report.html"))
+        except OSError as e:
+            # An archived (read-only) output folder is still worth a report: only the file is skipped.
+            _err.print(f"note: {html or out / 'report.html'}: {os_error_text(e)}: the HTML report was not written "
+                       "(--html PATH writes it elsewhere, --no-html skips it)", highlight=False, markup=False, soft_wrap=True)
     if as_json:
         print(json.dumps(r, default=str))
         return
@@ -205,9 +220,9 @@ def estimate(
     progress: bool = typer.Option(True, help="show the pilot's progress display"),
 ) -> None:
     """Run a pilot (kept in the output directory, reused by the full run) and project cost and wall time."""
+    from curator.audit.estimate import summary_lines
     from curator.config import load_manifest
     from curator.run import estimate as do_estimate
-    from curator.audit.estimate import summary_lines
 
     if pilot < 1:
         _fail("--pilot must be at least 1")

@@ -88,6 +88,11 @@ def status(out: Path, as_json: bool = typer.Option(False, "--json", help="print 
     from curator.audit.status import status as get_status
 
     info = guard(lambda: get_status(out))
+    if info.get("in_progress"):
+        from curator.cli.common import err
+        from curator.store.locks import in_progress_note
+
+        err.print(in_progress_note(out, info["in_progress"]), highlight=False, markup=False, soft_wrap=True)
     if as_json:
         print(json.dumps(info, default=str))
         return

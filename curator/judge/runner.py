@@ -148,6 +148,7 @@ def refilter(out: Path, chain_spec: str | None = None, *, workers: int = 2, engi
     from curator.errors import RunError
     from curator.store import catalog
     from curator.store.layout import OutputDir
+    from curator.store.locks import WriterLock
 
     if engine not in ("local", "ray"):
         raise RunError(f"--engine {engine!r}: choose local or ray")
@@ -155,32 +156,37 @@ def refilter(out: Path, chain_spec: str | None = None, *, workers: int = 2, engi
     spec = chain_spec if chain_spec is not None else m.filters
     if spec is None:
         raise RunError("no chain given (--chain) and the manifest names none")
-    ctx = FilterContext(output_dir=out, base_dir=Path.cwd() if chain_spec else m.base_dir, workers=workers, teacher=m.teacher)
-    if engine == "ray":
-        from curator.judge.ray_runner import connect
-
-        connect(ray_address)  # a missing extra or a silent address: one line, before anything is read
-    elif ray_address:
+    if engine == "local" and ray_address:
         raise RunError("--ray-address needs --engine ray")
-    c = load_chain(spec, ctx, response={"max_answer_chars": m.limits.max_answer_chars})
-    try:
+    with WriterLock(OutputDir(out), "filter"):  # no run, resume, worker or other filter writes meanwhile
         if engine == "ray":
-            from curator.judge.ray_runner import run_chain_ray
+            from curator.judge.ray_runner import connect
 
-            (figures if figures is not None else {}).update(run_chain_ray(out, c, run_dataset_steps, workers=workers, address=ray_address))
-        else:
-            run_chain(out, c)
-    finally:
-        ctx.close()
-        c.close()
-    con = catalog.connect(out)
-    try:
-        counts = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE accepted = false) FROM samples"
-        ).fetchall()[0]
-        reasons = con.execute(
-            "SELECT reject_reason, count(*) FROM samples WHERE accepted = false GROUP BY 1 ORDER BY 2 DESC"
-        ).fetchall()
-    finally:
-        con.close()
+            connect(ray_address)  # a missing extra or a silent address: one line, before anything is read
+        ctx = FilterContext(output_dir=out, base_dir=Path.cwd() if chain_spec else m.base_dir, workers=workers, teacher=m.teacher)
+        try:
+            c = load_chain(spec, ctx, response={"max_answer_chars": m.limits.max_answer_chars})
+        except BaseException:
+            ctx.close()
+            raise
+        try:
+            if engine == "ray":
+                from curator.judge.ray_runner import run_chain_ray
+
+                (figures if figures is not None else {}).update(run_chain_ray(out, c, run_dataset_steps, workers=workers, address=ray_address))
+            else:
+                run_chain(out, c)
+        finally:
+            ctx.close()
+            c.close()
+        con = catalog.connect(out)
+        try:
+            counts = con.execute(
+                "SELECT count(*), count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE accepted = false) FROM samples"
+            ).fetchall()[0]
+            reasons = con.execute(
+                "SELECT reject_reason, count(*) FROM samples WHERE accepted = false GROUP BY 1 ORDER BY 2 DESC"
+            ).fetchall()
+        finally:
+            con.close()
     return c.name, counts, reasons

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 
+from curator.errors import StoreError
 from curator.records import SAMPLE_SCHEMA, VERDICT_SCHEMA
 from curator.store.layout import CATALOG, OutputDir  # noqa: F401  (CATALOG re-exported)
 from curator.store.shards import readable_parquet
@@ -98,8 +99,31 @@ def prompts_sql(samples: str, verdicts: str, steps: int, sample_steps: list[int]
         """
 
 
+class SnapshotChanged(StoreError):
+    """A writer changed OUT's files while a reader listed them (a filter swapping its verdicts in)."""
+
+
+def consistent(read, tries: int = 10):
+    """`read()` again when the files changed under it: a compaction removed a journal, a filter
+    swapped its verdicts in, a worker replaced a dataset step's file. Shards are never rewritten,
+    so a second read sees a whole state; readers never crash on a writer at work, nor show half
+    of its change."""
+    import time
+
+    for attempt in range(tries):
+        try:
+            return read()
+        except (duckdb.IOException, FileNotFoundError, SnapshotChanged):
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 def refresh_views(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     out_dir = out_dir.resolve()
+    if not OutputDir(out_dir).verdicts.exists() and any(out_dir.glob(".verdicts-old-*")):
+        raise SnapshotChanged(f"{out_dir}: no verdicts folder but {out_dir}/.verdicts-old-*: a filter is swapping its verdicts in "
+                              f"(if none runs, one was killed mid-swap: `curator filter {out_dir}` judges again)")
     hint = f"; `curator resume {out_dir}` moves it to {OutputDir(out_dir).quarantine} and requests its lost rows again"
     # Explicit file lists, not globs: an unreadable file (cut short by a power loss) is named
     # once on stderr and left out, instead of failing every query.
@@ -166,6 +190,19 @@ def connect(out_dir: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyC
         con.close()
         raise
     return con
+
+
+def record_run(out_dir: Path, row: list) -> None:
+    """One session's row in the `runs` table (run_id, name, command, status, started, ended,
+    requests, samples, prompt/completion tokens, cost, receipt); a Ctrl-C waits for it."""
+    from curator.store.locks import critical
+
+    with critical():
+        con = connect(out_dir)
+        try:
+            con.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row)
+        finally:
+            con.close()
 
 
 def _open_writable(path: Path, wait_s: float = 60.0) -> duckdb.DuckDBPyConnection:

@@ -17,9 +17,9 @@ stores them like any leftover journal, and the error line names the file.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -32,6 +32,7 @@ from curator.records import SAMPLE_SCHEMA
 from curator.store import catalog
 from curator.store.journal import Journal, read_journal, scan_journal
 from curator.store.layout import QUARANTINE, OutputDir
+from curator.store.locks import WriterLock, critical
 from curator.store.rescue import RescueJournal, rescue_paths
 from curator.store.shards import footer_path, new_shard_name, warn, read_checked, readable_parquet, records_to_table, remove_partials, salvage_rows, write_atomic
 from curator.store.workers import Part
@@ -39,9 +40,6 @@ from curator.store.workers import Part
 
 
 from curator.errors import StoreLocked  # noqa: E402,F401  (raised here; defined with the root)
-
-
-_HELD: set[str] = set()  # POSIX locks do not exclude the process that holds them: track our own
 
 
 def shard_paths(out_dir: Path) -> list[Path]:
@@ -55,6 +53,18 @@ def journal_paths(out_dir: Path) -> list[Path]:
     return sorted(d.glob("*.jsonl")) + sorted(d.glob("*/*.jsonl")) if d.exists() else []
 
 
+def journal_lines(out_dir: Path) -> int:
+    """Answers in journals not compacted yet (every worker's too); a journal compacted away while
+    this counts is skipped (its rows are in a shard by then)."""
+    n = 0
+    for p in journal_paths(out_dir):
+        try:
+            n += p.read_bytes().count(b"\n")
+        except FileNotFoundError:
+            continue
+    return n
+
+
 def stored_keys(out_dir: Path) -> set[str]:
     """Every key with a stored answer, in shards or in journals (the resume set)."""
     keys: set[str] = set()
@@ -66,12 +76,10 @@ def stored_keys(out_dir: Path) -> set[str]:
 
 
 class SampleStore:
-    """The single writer of an output directory (a POSIX lock on OUT/.lock keeps a second one out).
+    """The single writer of an output directory: OUT's writer lock (store/locks.py) keeps every
+    other writer out, a run's workers (--worker I/N) excepted."""
 
-    lockf, not flock: flock locks belong to the open file and so are inherited by forked worker
-    processes (filter pools), which would then hold the directory after this store closed."""
-
-    def __init__(self, out_dir: Path, shard_rows: int = 20_000, part: Part | None = None):
+    def __init__(self, out_dir: Path, shard_rows: int = 20_000, part: Part | None = None, command: str = "run"):
         """part: this store is worker I of N (store/workers.py): OUT/.lock shared, its own lock,
         journal folder and shard names; start-up repairs only its own leftovers."""
         self.out_dir = out_dir
@@ -81,18 +89,7 @@ class SampleStore:
         self.journal_dir = layout.worker_journal(part.tag) if part else layout.journal
         self._shard_prefix = f"shard-{part.tag}" if part else "shard"
         out_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fds: list[int] = []
-        self._lock_names: list[str] = []
-        try:
-            if part is None:
-                self._lock(layout.lock, fcntl.LOCK_EX, f"{out_dir}: another curator process is writing here (lock held on {layout.lock})")
-            else:
-                self._lock(layout.lock, fcntl.LOCK_SH, f"{out_dir}: a curator process without --worker is writing here (lock held on {layout.lock})")
-                self._lock(layout.worker_lock(part.tag), fcntl.LOCK_EX,
-                           f"{out_dir}: worker {part} is already running here (lock held on {layout.worker_lock(part.tag)})")
-        except BaseException:
-            self._unlock()
-            raise
+        self._writer = WriterLock(layout, command, part)  # refused (one line naming the holder) before anything is touched
         self.notices: list[str] = []  # what start-up repaired, one line each (also on stderr)
         self._first_error: StoreError | None = None  # the first write that failed (a shard or the journal)
         self.journal_failed: StoreError | None = None  # the journal refused a write: later answers go to the rescue journal
@@ -115,22 +112,10 @@ class SampleStore:
             self._unlock()
             raise
         self._pending: list[dict[str, Any]] = []  # journaled rows not yet in a shard
+        self._shard_name = ""  # the shard the open journal compacts into
+        self._mutex = threading.RLock()
         self.new_shards: list[Path] = []
         self.config_id: str | None = None  # stamped on every answer this session stores (curator/sample/configs.py)
-
-    def _lock(self, path: Path, mode: int, busy: str) -> None:
-        name = str(path.resolve())
-        if name in _HELD:
-            raise StoreLocked(busy)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.lockf(fd, mode | fcntl.LOCK_NB)
-        except (BlockingIOError, PermissionError):
-            os.close(fd)
-            raise StoreLocked(busy) from None
-        _HELD.add(name)
-        self._lock_fds.append(fd)
-        self._lock_names.append(name)
 
     def _remember(self, keys: list[str], seqs: list[int | None]) -> None:
         self.keys.update(keys)
@@ -159,8 +144,8 @@ class SampleStore:
         shutil.move(path, dest)  # a rescue journal may sit on another disk
         return dest
 
-    def _write_shard(self, rows: list[dict[str, Any]]) -> Path:
-        path = self.out_dir / "shards" / new_shard_name(self._shard_prefix)
+    def _write_shard(self, rows: list[dict[str, Any]], name: str | None = None) -> Path:
+        path = self.out_dir / "shards" / (name or new_shard_name(self._shard_prefix))
         try:
             return write_atomic(records_to_table(rows, SAMPLE_SCHEMA), path, keep_footer=True)
         except OSError as e:
@@ -247,6 +232,10 @@ class SampleStore:
         When the journal cannot be written, these answers and later ones go to a rescue journal on
         another disk and `failed` is set (the caller stops buying). Raises StoreError (path + OS
         error) only when no disk takes them; nothing of that call then counts as stored."""
+        with self._mutex:
+            self._append(records)
+
+    def _append(self, records: list[dict[str, Any]]) -> None:
         fresh = [r for r in records if r["key"] not in self.keys]
         if not fresh:
             return
@@ -259,6 +248,9 @@ class SampleStore:
             try:
                 if self._journal is None:
                     self._journal = Journal(self.journal_dir / f"{uuid.uuid4().hex}.jsonl")
+                    # Named now, once: compacting this journal again (after an interrupt landed
+                    # mid-compaction) replaces the same file instead of adding a second copy.
+                    self._shard_name = new_shard_name(self._shard_prefix)
                 self._journal.append(fresh)
             except StoreError as e:
                 self.journal_failed = e
@@ -300,19 +292,25 @@ class SampleStore:
                 f"or copy the file into {self.out_dir / 'journal'})")
 
     def compact(self) -> Path | None:
-        if self._journal is None or self.failed is not None:
-            return None  # after a failed write the journal stays as it is: the next start compacts it
-        path = None
-        if self._pending:
-            path = self._write_shard(self._pending)
-            self.new_shards.append(path)
-        # The shard is durable before the journal goes: a kill in between leaves both, and
-        # recovery drops the journal's rows that the shard already holds.
-        self._journal.close()
-        self._journal.path.unlink()
-        self._journal = None
-        self._pending = []
-        return path
+        """Journal -> one shard. Idempotent, so an interrupt (a second Ctrl-C) landing anywhere in
+        it leaves nothing for the next call to duplicate: the shard's name is fixed per journal
+        (writing it again replaces it), and each step is done before the state says so."""
+        with self._mutex, critical():  # the storer thread and the main thread's shutdown never compact at once
+            journal = self._journal
+            if journal is None or self.failed is not None:
+                return None  # after a failed write the journal stays as it is: the next start compacts it
+            path = None
+            if self._pending:
+                path = self._write_shard(self._pending, self._shard_name)
+                if path not in self.new_shards:
+                    self.new_shards.append(path)
+            # The shard is durable before the journal goes: a kill in between leaves both, and
+            # recovery drops the journal's rows that the shard already holds.
+            self._pending = []
+            journal.close()
+            journal.path.unlink(missing_ok=True)
+            self._journal = None
+            return path
 
     def refresh_catalog(self) -> None:
         import duckdb
@@ -327,19 +325,18 @@ class SampleStore:
             raise StoreError(f"updating catalog {path} failed: {' '.join(str(e).split())[:200]}") from None
 
     def _unlock(self) -> None:
-        while self._lock_fds:
-            os.close(self._lock_fds.pop())
-            _HELD.discard(self._lock_names.pop())
+        self._writer.release()
 
     def close(self) -> None:
         """Compact and refresh the catalog, and always release the lock, even when the disk is full
         (the caller is then already reporting the first error; the journal keeps the answers)."""
-        try:
-            if self.failed is None:
-                self.compact()
-                self.refresh_catalog()
-        finally:
-            if self._journal is not None and self.failed is not None:
-                self._journal.close()
-            self._rescue.close()
-            self._unlock()
+        with critical():
+            try:
+                if self.failed is None:
+                    self.compact()
+                    self.refresh_catalog()
+            finally:
+                if self._journal is not None and self.failed is not None:
+                    self._journal.close()
+                self._rescue.close()
+                self._unlock()

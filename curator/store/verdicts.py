@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from curator.records import VERDICT_SCHEMA
 from curator.store.layout import CHAIN_FILE, OutputDir
+from curator.store.locks import critical
 from curator.store.shards import fsync_dir, write_atomic
 
 
@@ -62,6 +63,10 @@ class VerdictWriter:
         meta = {"name": self.chain["name"], "digest": self.chain["digest"], "steps": self.chain["steps"],
                 "sample_steps": self.sample_steps}
         write_chain_file(self.dir / CHAIN_FILE, meta)
+        with critical():  # never a Ctrl-C between the two renames: OUT/verdicts would be gone
+            self._swap()
+
+    def _swap(self) -> None:
         if self.staging:
             old = self.out_dir / f".verdicts-old-{uuid.uuid4().hex[:8]}"
             if self.final.exists():

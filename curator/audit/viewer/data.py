@@ -26,6 +26,8 @@ from curator.records import SAMPLE_SCHEMA
 from curator.audit.report import chain_info
 from curator.store import catalog
 from curator.store.layout import OutputDir
+from curator.store.locks import holders
+from curator.store.sample_store import journal_lines as _journal_rows
 from curator.store.shards import readable_parquet
 from curator.audit.viewer.query import LENGTH_COLUMNS, PAGE_MAX, SEARCH_FIELDS, SORTS, TEXT_COLUMNS, Query, ViewerError, _like  # noqa: F401
 
@@ -41,9 +43,6 @@ def check_output_dir(out_dir: Path) -> None:
         raise ViewerError(f"{out_dir}: not a curator output directory (no shards/ or journal/)")
 
 
-def _journal_rows(out_dir: Path) -> int:
-    d = OutputDir(out_dir).journal
-    return sum(p.read_bytes().count(b"\n") for p in d.glob("*.jsonl")) if d.exists() else 0
 
 
 def _manifest_name(out_dir: Path) -> tuple[str | None, str | None]:
@@ -249,7 +248,7 @@ class Snapshot:
 
         self.meta = {
             "out_dir": str(out), "name": name, "model": model, "as_of": self.as_of,
-            "journal_rows_not_in_shards": _journal_rows(out), "chain": chain_info(out), **counts,
+            "journal_rows_not_in_shards": _journal_rows(out), "chain": chain_info(out), **counts, "in_progress": holders(out) or None,
             "facets": {"reason": facet("reject_reason"), "step": facet("reject_step"), "source": facet("source"),
                        "failed": _rows(con, "SELECT filter AS value, count(*) AS count FROM ver WHERE NOT passed GROUP BY 1 ORDER BY min(step)"),
                        "model": facet("model")},
@@ -502,7 +501,7 @@ class Holder:
                 try:
                     snap = Snapshot.build(self.out_dir, self.db)
                     break
-                except (duckdb.IOException, FileNotFoundError) as e:
+                except (duckdb.IOException, FileNotFoundError, catalog.SnapshotChanged) as e:
                     # A file renamed away mid-read (a compaction, a chain swapping its verdicts): read again.
                     self.error = f"reading {self.out_dir} failed: {' '.join(str(e).split())[:300]}"
                     time.sleep(0.5 * (attempt + 1))

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from curator.audit.viewer.data import Holder, Query, ViewerError, check_output_dir
 from curator.audit.report import clean
+from curator.store.locks import holders, in_progress_note
 
 STATIC = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js", "/app.css": "app.css"}
 # No inline script, no outside origin: even an HTML string that slipped into the page could not run.
@@ -167,6 +168,9 @@ def serve_viewer(out_dir: str | Path, host: str = "127.0.0.1", port: int = 8777)
               f"every prompt, trace and cost in {out_dir}", file=sys.stderr, flush=True)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     print(f"curator view: http://{shown}:{httpd.server_address[1]}/  ({out_dir.resolve()}; reading the data...)", flush=True)
+    writers = holders(out_dir)
+    if writers:  # the page's Refresh reads a new snapshot; /api/meta says `in_progress` too
+        print(in_progress_note(out_dir, writers).replace("these figures are", "the page shows"), file=sys.stderr, flush=True)
     threading.Thread(target=holder.refresh, daemon=True).start()
 
     def stop(signum, frame):  # SIGTERM (and SIGINT where a shell left it ignored) ends it cleanly too
