@@ -190,7 +190,8 @@ def test_permission_denied_on_the_shard_directory_then_resume(tmp_path, teacher)
 
 
 def test_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_path, teacher):
-    url = teacher(latency_ms=400)
+    # 20 rounds of 1.5 s: the first run outlasts two refused CLI starts even on loaded cores.
+    url = teacher(latency_ms=1500)
     m = manifest(tmp_path, url, shard_rows=25, concurrency=2)
     out = tmp_path / "out"
     first = subprocess.Popen([sys.executable, "-m", "curator", "run", str(m), "--no-progress"], cwd=ROOT,
