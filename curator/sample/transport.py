@@ -61,14 +61,17 @@ class AiohttpTransport:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json", "Accept": "application/json"}
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
-        # trust_env: HTTP(S)_PROXY / NO_PROXY apply as they do for the openai client (httpx).
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections), timeout=self.timeout, trust_env=True)
+        # HTTP(S)_PROXY / NO_PROXY apply as they do for the openai client (httpx), read once here:
+        # the session's trust_env reads them (and ~/.netrc) in a worker thread on every request,
+        # two thread hops that cost more client CPU than the rest of the request (bench/sampling.py).
+        self.proxy, self.proxy_auth = _env_proxy(self.url)
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections), timeout=self.timeout)
         self._request = _http.Request("POST", self.url)  # for the openai exceptions' `request`
 
     async def post(self, body: dict[str, Any]) -> tuple[bytes, Mapping[str, str]]:
         aiohttp = self._aiohttp
         try:
-            async with self.session.post(self.url, data=_dumps(body), headers=self.headers) as r:
+            async with self.session.post(self.url, data=_dumps(body), headers=self.headers, proxy=self.proxy, proxy_auth=self.proxy_auth) as r:
                 content = await r.read()
                 if r.status >= 400:
                     raise _status_error(r.status, dict(r.headers), content, self._request)
@@ -80,6 +83,17 @@ class AiohttpTransport:
 
     async def close(self) -> None:
         await self.session.close()
+
+
+def _env_proxy(url: str):
+    """The proxy the environment gives for `url` (aiohttp's own trust_env lookup), or (None, None)."""
+    from aiohttp.helpers import get_env_proxy_for_url
+    from yarl import URL
+
+    try:
+        return get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return None, None
 
 
 _STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
