@@ -7,7 +7,6 @@ three tasks of a session (request, store, judge), the receipt, `resume`, and the
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import json
 import os
@@ -31,6 +30,7 @@ from curator.judge.chain import Chain, load_chain
 from curator.judge.runner import IncrementalJudge
 from curator.redact import register_secret
 from curator.sample.cost import find_price, warn_unknown
+from curator.sample.eventloop import fewer_collections, run_loop
 from curator.sample.progress import RunProgress
 from curator.sample.per_prompt import PerPromptPlan
 from curator.sample.sampler import FatalRequestError, Job, JobFeed, Sampler, Stats, normalise_endpoint, request_params, sample_key
@@ -75,11 +75,7 @@ def prompt_jobs(manifest: Manifest) -> tuple[list[Job], str]:
     upto = max(manifest.teacher.params.n, per_prompt.max_samples if per_prompt else 0)
     out = []
     for p in problems:
-        ctx = dict(p.row)
-        ctx.setdefault("problem", p.problem)
-        ctx.setdefault("gold", p.gold)
-        ctx.setdefault("id", p.id)
-        messages = renderer.render(ctx)
+        messages = renderer.render({"problem": p.problem, "gold": p.gold, "id": p.id, **p.row})  # the row's own columns win
         keys = {i: sample_key(manifest.teacher.base_url, manifest.teacher.model, messages, params, i) for i in range(upto)}
         out.append(Job(p, messages, [], keys))
     return out, fingerprint(src_path)
@@ -243,6 +239,11 @@ class RunContext:
 def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "run", detach: bool = False,
                  part: Part | None = None) -> RunResult:
     """part: run as worker I of N on a shared OUT (curator/store/workers.py)."""
+    with fewer_collections():  # curator/sample/eventloop.py
+        return _run_manifest(manifest, progress, command, detach, part)
+
+
+def _run_manifest(manifest: Manifest, progress: bool, command: str, detach: bool, part: Part | None) -> RunResult:
     out = OutputDir(manifest.output_dir)
     check_split(out, part, resuming=command == "resume")
     if part is not None and manifest.teacher.mode == "batch":
@@ -303,7 +304,7 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
 
                     run_batches(ctx, detach=detach)
                 else:
-                    _run_loop(_sample(ctx))
+                    run_loop(_sample(ctx))
         except (FatalRequestError, StoreError) as e:
             error = e
         except KeyboardInterrupt:
@@ -379,33 +380,6 @@ def _drift_monitor(out_dir: Path):
         rows = [dict(zip(names, r)) for r in first] + [dict(zip(names, r)) for r in reversed(last) if r[0] not in seen]
         monitor.prime(rows)
     return monitor
-
-
-_LOOP_GC_THRESHOLDS = (50_000, 20, 10)  # young collections every 50k container objects, not 700
-
-
-def _run_loop(coro) -> None:
-    """uvloop when installed: it cuts the client's event-loop overhead per request (bench/sampling.py).
-
-    While the loop runs, the garbage collector runs rarely: thousands of requests in flight keep
-    their coroutines, futures and buffers alive across many young-generation collections, each
-    of which walked all of them again (a quarter of the client's CPU at 512 in flight,
-    bench/sampling.py); almost nothing of a request is a reference cycle, so reference counting
-    frees it anyway. The objects alive before the loop (modules, jobs, the stored keys) are
-    frozen out of the full collections meanwhile, and everything is back to normal afterwards."""
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(*_LOOP_GC_THRESHOLDS)
-    try:
-        try:
-            import uvloop
-        except ImportError:
-            asyncio.run(coro)
-            return
-        uvloop.run(coro)
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
 
 
 async def _drain(queue: asyncio.Queue) -> tuple[list[dict[str, Any]], bool]:
@@ -545,7 +519,7 @@ def write_receipt(ctx: RunContext, complete: bool) -> Path:
 def _record_run(ctx: RunContext, complete: bool, receipt: Path) -> None:
     stats = ctx.stats
     ctx.store.compact()
-    con = catalog.connect(ctx.out_dir)
+    con = ctx.store.open_catalog()
     try:
         con.execute(
             "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",

@@ -115,6 +115,7 @@ class SampleStore:
             self._unlock()
             raise
         self._pending: list[dict[str, Any]] = []  # journaled rows not yet in a shard
+        self._views_fresh = False  # the catalog's views were refreshed after this store's last shard
         self.new_shards: list[Path] = []
 
     def _lock(self, path: Path, mode: int, busy: str) -> None:
@@ -303,6 +304,7 @@ class SampleStore:
         if self._pending:
             path = self._write_shard(self._pending)
             self.new_shards.append(path)
+            self._views_fresh = False
         # The shard is durable before the journal goes: a kill in between leaves both, and
         # recovery drops the journal's rows that the shard already holds.
         self._journal.close()
@@ -311,13 +313,20 @@ class SampleStore:
         self._pending = []
         return path
 
+    def open_catalog(self):
+        """The writable catalog with fresh views (the caller closes it). A plain run is the only
+        writer of OUT: until it writes another shard, `close` need not refresh the views again
+        (a second DuckDB open and view rebuild at the end of every run)."""
+        con = catalog.connect(self.out_dir)
+        self._views_fresh = self.part is None
+        return con
+
     def refresh_catalog(self) -> None:
         import duckdb
 
         path = self.out_dir / catalog.CATALOG
         try:
-            con = catalog.connect(self.out_dir)
-            con.close()
+            self.open_catalog().close()
         except OSError as e:
             raise store_error("updating catalog", path, e, self.out_dir) from None
         except duckdb.IOException as e:
@@ -334,7 +343,8 @@ class SampleStore:
         try:
             if self.failed is None:
                 self.compact()
-                self.refresh_catalog()
+                if not self._views_fresh:
+                    self.refresh_catalog()
         finally:
             if self._journal is not None and self.failed is not None:
                 self._journal.close()
