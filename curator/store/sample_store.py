@@ -33,7 +33,8 @@ from curator.store import catalog
 from curator.store.journal import Journal, read_journal, scan_journal
 from curator.store.layout import QUARANTINE, OutputDir
 from curator.store.rescue import RescueJournal, rescue_paths
-from curator.store.shards import footer_path, new_shard_name, warn, read_checked, readable_parquet, records_to_table, remove_partials, salvage_rows, write_atomic
+from curator.store.shards import (ShardEncoder, footer_path, new_shard_name, warn, read_checked, readable_parquet, records_to_table, remove_partials,
+                                  salvage_rows, write_atomic, write_bytes_atomic)
 from curator.store.workers import Part
 
 
@@ -114,7 +115,7 @@ class SampleStore:
         except BaseException:
             self._unlock()
             raise
-        self._pending: list[dict[str, Any]] = []  # journaled rows not yet in a shard
+        self._pending: ShardEncoder | None = None  # journaled rows not yet in a shard, encoded as they come
         self._views_fresh = False  # the catalog's views were refreshed after this store's last shard
         self.new_shards: list[Path] = []
 
@@ -159,9 +160,11 @@ class SampleStore:
         shutil.move(path, dest)  # a rescue journal may sit on another disk
         return dest
 
-    def _write_shard(self, rows: list[dict[str, Any]]) -> Path:
+    def _write_shard(self, rows: list[dict[str, Any]] | ShardEncoder) -> Path:
         path = self.out_dir / "shards" / new_shard_name(self._shard_prefix)
         try:
+            if isinstance(rows, ShardEncoder):
+                return write_bytes_atomic(rows.finish(), path, keep_footer=True)
             return write_atomic(records_to_table(rows, SAMPLE_SCHEMA), path, keep_footer=True)
         except OSError as e:
             where = f" (its answers stay in {self._journal.path})" if self._journal is not None else ""
@@ -264,10 +267,12 @@ class SampleStore:
         if self.journal_failed is not None:
             self._append_rescue(fresh)
         self.keys.update(r["key"] for r in fresh)
-        if self.journal_failed is not None:
-            return
-        self._pending.extend(fresh)
-        if len(self._pending) >= self.shard_rows and self.failed is None:
+        if self.failed is not None:
+            return  # no shard is written any more (a write failed): the next start compacts the journal
+        if self._pending is None:
+            self._pending = ShardEncoder(SAMPLE_SCHEMA)
+        self._pending.add(fresh)
+        if self._pending.rows >= self.shard_rows:
             try:
                 self.compact()
             except StoreError:
@@ -301,7 +306,7 @@ class SampleStore:
         if self._journal is None or self.failed is not None:
             return None  # after a failed write the journal stays as it is: the next start compacts it
         path = None
-        if self._pending:
+        if self._pending is not None and self._pending.rows:
             path = self._write_shard(self._pending)
             self.new_shards.append(path)
             self._views_fresh = False
@@ -310,7 +315,7 @@ class SampleStore:
         self._journal.close()
         self._journal.path.unlink()
         self._journal = None
-        self._pending = []
+        self._pending = None
         return path
 
     def open_catalog(self):
