@@ -34,7 +34,7 @@ from curator.store.journal import Journal, read_journal, scan_journal
 from curator.store.layout import QUARANTINE, OutputDir
 from curator.store.rescue import RescueJournal, rescue_paths
 from curator.store.shards import (ShardEncoder, footer_path, new_shard_name, warn, read_checked, readable_parquet, records_to_table, remove_partials,
-                                  salvage_rows, write_atomic, write_bytes_atomic)
+                                  salvage_rows, write_atomic)
 from curator.store.workers import Part
 
 
@@ -163,9 +163,8 @@ class SampleStore:
     def _write_shard(self, rows: list[dict[str, Any]] | ShardEncoder) -> Path:
         path = self.out_dir / "shards" / new_shard_name(self._shard_prefix)
         try:
-            if isinstance(rows, ShardEncoder):
-                return write_bytes_atomic(rows.finish(), path, keep_footer=True)
-            return write_atomic(records_to_table(rows, SAMPLE_SCHEMA), path, keep_footer=True)
+            data = rows.finish() if isinstance(rows, ShardEncoder) else records_to_table(rows, SAMPLE_SCHEMA)
+            return write_atomic(data, path, keep_footer=True)
         except OSError as e:
             where = f" (its answers stay in {self._journal.path})" if self._journal is not None else ""
             err = StoreError(f"{store_error('writing shard', path, e, self.out_dir)}{where}")

@@ -38,18 +38,18 @@ def write_all(fd: int, data) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_atomic(table: pa.Table, path: Path, *, keep_footer: bool = False) -> Path:
+def write_atomic(table: pa.Table | pa.Buffer, path: Path, *, keep_footer: bool = False) -> Path:
     """Serialise in memory, then write with plain os calls: a full disk or a missing permission
     surfaces as the OSError with its errno (pyarrow's own file writer reports it as a bare message),
     and the temp file is removed so no half-written shard is left for a later read to trip over.
+    A Buffer is a file already serialised (a `ShardEncoder`'s).
     keep_footer: first write the copy of the footer that `salvage_rows` reads a cut file with."""
-    buf = pa.BufferOutputStream()
-    pq.write_table(table, buf, compression="zstd", row_group_size=ROW_GROUP_ROWS, write_page_checksum=True)
-    return write_bytes_atomic(buf.getvalue(), path, keep_footer=keep_footer)
-
-
-def write_bytes_atomic(data: pa.Buffer, path: Path, *, keep_footer: bool = False) -> Path:
-    """`write_atomic` for a file already serialised (a `ShardEncoder`'s)."""
+    if isinstance(table, pa.Buffer):
+        data = table
+    else:
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf, compression="zstd", row_group_size=ROW_GROUP_ROWS, write_page_checksum=True)
+        data = buf.getvalue()
     path.parent.mkdir(parents=True, exist_ok=True)
     if keep_footer:
         tail = memoryview(data)[-8:]
