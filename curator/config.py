@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -10,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from curator.pkgpath import is_pkg, resolve_path, resolve_pkg
+from curator.redact import is_env_ref, literal_keys, looks_like_key, resolve_env
 
 
 from curator.errors import ManifestError  # noqa: E402,F401  (re-exported: raised by the loaders below)
@@ -76,6 +78,17 @@ class Params(BaseModel):
     extra_body: dict[str, Any] | None = None
 
 
+class EnvRef(_Strict):
+    """`{env: NAME}`: the value is read from the environment when a request is made and never
+    written anywhere (shards, receipts, the resolved manifest, exports hold the name only)."""
+
+    env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# Headers whose value is a credential whatever it looks like: only ever from the environment.
+_CREDENTIAL_HEADER = re.compile(r"(?i)auth|key|token|secret|cookie|password")
+
+
 class BatchOptions(_Strict):
     """`teacher.batch`: the provider's batch API limits and how often to look (curator/sample/batch.py)."""
 
@@ -106,6 +119,22 @@ class Teacher(_Strict):
     # Several servers of the same model (a vLLM/SGLang fleet): requests go to these, spread by
     # load (curator/sample/fleet.py); base_url stays the deployment's identity that keys hash.
     replicas: list[str] | None = Field(default=None, min_length=1)
+    # Extra HTTP headers of every request (a gateway's key...): a credential comes from
+    # the environment, `X-Api-Key: {env: GATEWAY_KEY}`; a literal one is refused.
+    headers: dict[str, str | EnvRef] | None = None
+
+    def request_headers(self) -> dict[str, str]:
+        """`headers` with `{env: NAME}` values read from the environment, for requests only (a
+        missing variable: MissingEnv, one line naming it)."""
+        return resolve_env(self.model_dump(include={"headers"})["headers"] or {}, "teacher.headers")
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        problem = url_secret_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
     @field_validator("replicas")
     @classmethod
@@ -127,6 +156,9 @@ def replica_problem(urls: list[str]) -> str | None:
     """Why a `teacher.replicas` list is unusable (not a URL, two equal), or None."""
     seen: dict[str, int] = {}
     for i, url in enumerate(urls, 1):
+        problem = url_secret_problem(url) if isinstance(url, str) else None
+        if problem:
+            return f"replica {i} {problem}"  # the URL itself is never repeated: it holds the secret
         try:
             parts = urlsplit(url.strip()) if isinstance(url, str) else None
         except ValueError:
@@ -138,6 +170,46 @@ def replica_problem(urls: list[str]) -> str | None:
             return f"replicas {seen[same]} and {i} are the same URL ({url}): list each replica once"
         seen[same] = i
     return None
+
+
+def url_secret_problem(url: str) -> str | None:
+    """Why a teacher URL may not be used as written: it carries credentials, which would reach
+    error lines, receipts and manifest.resolved.yaml. None when it is clean."""
+    try:
+        parts = urlsplit(url.strip())
+        userinfo = parts.username is not None or parts.password is not None
+    except ValueError:
+        return None  # not a URL at all: the other checks say so
+    if userinfo or "@" in parts.netloc:
+        return ("holds credentials (user:password@ in the URL): remove them and put the key in an environment variable "
+                "named by teacher.api_key_env, or send it as a header (teacher.headers: {NAME: {env: VARIABLE}})")
+    if parts.query and looks_like_key(parts.query):
+        return "holds what looks like a key in its query string: remove it and put the key in an environment variable (teacher.api_key_env)"
+    return None
+
+
+def secret_problem(teacher: Teacher) -> str | None:
+    """A literal credential in the teacher's headers or params (one line naming the field), or
+    `{env: NAME}` in extra_body with batch mode (batch files are written to disk); None if clean."""
+    for name, value in (teacher.headers or {}).items():
+        if isinstance(value, str) and (_CREDENTIAL_HEADER.search(name) or looks_like_key(value)):
+            return (f"teacher.headers.{name} holds a literal credential: put it in an environment variable and write "
+                    f"`{name}: {{env: VARIABLE}}` (it is read at request time and never written)")
+    params = teacher.params.model_dump(exclude_none=True)
+    found = literal_keys(params, "teacher.params")
+    if found:
+        return (f"{found} holds a literal value that looks like a key or token: put it in an environment variable and write "
+                "{env: VARIABLE} there (it is read at request time and never written)")
+    if teacher.mode == "batch" and has_env_ref(params.get("extra_body")):
+        return "teacher.params.extra_body: {env: ...} values are not supported with teacher.mode: batch (batch files are written to disk); use teacher.headers"
+    return None
+
+
+def has_env_ref(value: Any) -> bool:
+    if is_env_ref(value):
+        return True
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return any(has_env_ref(v) for v in items)
 
 
 def _same_url(url: str) -> str:
@@ -152,6 +224,14 @@ class Limits(_Strict):
     timeout_s: float = Field(default=600, gt=0)
     max_retries: int = Field(default=8, ge=0)
     max_backoff_s: float = Field(default=60, gt=0)
+    # Checked for every row before anything is sent: a runaway row (a 50 MB problem) is refused
+    # with its file, row and column, never paid for. 1 MB of prompt is ~250k tokens, past any
+    # context window; raise them for a teacher that takes more.
+    max_problem_bytes: int = Field(default=500_000, gt=0)
+    max_prompt_bytes: int = Field(default=1_000_000, gt=0)
+    # An answer (CoT + completion) longer than this is stored (it was paid for) and rejected by
+    # every chain's `response` step as `too_large` (curator/judge/filters/response.py).
+    max_answer_chars: int = Field(default=1_000_000, gt=0)
 
 
 class PerPrompt(_Strict):
@@ -200,6 +280,13 @@ class Manifest(_Strict):
         return v
 
     @model_validator(mode="after")
+    def _no_secrets(self) -> Manifest:
+        problem = secret_problem(self.teacher)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
     def _per_prompt(self) -> Manifest:
         pp, n = self.budget.per_prompt, self.teacher.params.n
         if pp is not None:
@@ -245,12 +332,12 @@ class Manifest(_Strict):
 def _first_error(e: ValidationError) -> str:
     err = e.errors()[0]
     loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown field"
     more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
     if not err["loc"] and err["type"] == "value_error":  # a check across fields names its fields itself
-        return msg.removeprefix("Value error, ") + more
+        return msg + more
     return f"field '{loc}': {msg}" + (f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else "")
 
 

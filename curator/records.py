@@ -38,6 +38,7 @@ SAMPLE_SCHEMA = pa.schema(
         ("latency_s", pa.float64()),
         ("created_at", pa.float64()),  # unix time the answer was stored
         ("seq", pa.int64()),  # order in which answers were stored in this output (drift signals)
+        ("config_id", pa.string()),  # the run's configuration: endpoint, model, params, template (curator/sample/configs.py)
     ]
 )
 

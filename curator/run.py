@@ -28,8 +28,9 @@ from curator.errors import RunError, StoreError
 from curator.judge.base import FilterContext
 from curator.judge.chain import Chain, load_chain
 from curator.judge.runner import IncrementalJudge
-from curator.redact import register_secret
+from curator.redact import register_secret, resolve_env
 from curator.sample.cost import find_price, warn_unknown
+from curator.sample.configs import check_at_start
 from curator.sample.eventloop import fewer_collections, run_loop
 from curator.sample.progress import RunProgress
 from curator.sample.per_prompt import PerPromptPlan
@@ -39,6 +40,7 @@ from curator.sample.templates import Renderer
 from curator.sample.tokencount import TokenCounter, load_counter
 from curator.store import catalog
 from curator.store.layout import OutputDir
+from curator.store.live import remove_live, start_live
 from curator.store.sample_store import SampleStore, stored_keys
 from curator.store.workers import Board, FinishLock, Others, Part, check_split, pin_chain, record_split
 
@@ -53,6 +55,8 @@ class RunResult:
 
 
 def api_key_for(manifest: Manifest) -> str:
+    manifest.teacher.request_headers()  # a missing {env: NAME} variable (headers, extra_body) fails now, in one line
+    resolve_env(manifest.teacher.params.extra_body, "teacher.params.extra_body")
     env = manifest.teacher.api_key_env
     if env is None:
         return "EMPTY"  # local servers (vLLM, SGLang, llama.cpp) accept any key
@@ -67,15 +71,16 @@ def prompt_jobs(manifest: Manifest) -> tuple[list[Job], str]:
     """One Job per prompt (no indices yet) with the key of every sample index the run may ask for:
     0..n-1, or 0..max_samples-1 with budget.per_prompt; and the source's fingerprint."""
     src_path = manifest.resolve(manifest.source.path)
-    problems = load_problems(manifest.source, src_path)
-    renderer = Renderer(manifest.template(), where=str(manifest.manifest_path or "prompt"))
+    problems = load_problems(manifest.source, src_path, manifest.limits.max_problem_bytes)
+    renderer = Renderer(manifest.template(), where=str(manifest.resolve(manifest.prompt) if isinstance(manifest.prompt, str) else manifest.manifest_path or "prompt"))
     renderer.check_columns(set(problems[0].row), str(src_path))
     params = request_params(manifest)
     per_prompt = manifest.budget.per_prompt
     upto = max(manifest.teacher.params.n, per_prompt.max_samples if per_prompt else 0)
     out = []
     for p in problems:
-        messages = renderer.render({"problem": p.problem, "gold": p.gold, "id": p.id, **p.row})  # the row's own columns win
+        ctx = {"problem": p.problem, "gold": p.gold, "id": p.id, **p.row}  # the row's own columns win
+        messages = renderer.render(ctx, p.at, manifest.limits.max_prompt_bytes)  # every row before anything is sent
         keys = {i: sample_key(manifest.teacher.base_url, manifest.teacher.model, messages, params, i) for i in range(upto)}
         out.append(Job(p, messages, [], keys))
     return out, fingerprint(src_path)
@@ -86,7 +91,7 @@ def build_jobs(manifest: Manifest, stored: set[str], part: Part | None = None,
     """The first round: each prompt's indices 0..n-1 with no stored answer; (jobs, samples in the
     round, of them stored, source fingerprint). part: only worker I of N's prompts."""
     prompts, fp = prompt_jobs(manifest)
-    prompts = part.split(prompts, keys_out) if part else prompts
+    prompts = (part or Part(1, 1)).split(prompts, keys_out)  # keys_out["all"]: every key of the run (configuration check)
     n = manifest.teacher.params.n
     jobs, total, have = [], 0, 0
     for t in prompts:
@@ -149,7 +154,8 @@ def preflight(manifest: Manifest, api_key: str) -> None:
 
 def _check_server(manifest: Manifest, api_key: str, url: str) -> None:
     what = "teacher.replicas" if manifest.teacher.replicas else "teacher.base_url"
-    client = openai.OpenAI(base_url=normalise_endpoint(url), api_key=api_key, max_retries=2, timeout=min(30.0, manifest.limits.timeout_s))
+    client = openai.OpenAI(base_url=normalise_endpoint(url), api_key=api_key, max_retries=2, timeout=min(30.0, manifest.limits.timeout_s),
+                           default_headers=manifest.teacher.request_headers())
     try:
         client.models.list()
     except openai.APIConnectionError as e:
@@ -167,7 +173,9 @@ def load_filter_chain(manifest: Manifest, out_dir: Path) -> Chain | None:
     if manifest.filters is None:
         return None
     ctx = FilterContext(output_dir=out_dir, base_dir=manifest.base_dir, teacher=manifest.teacher)
-    return load_chain(manifest.filters, ctx, where=str(manifest.manifest_path or "filters"))
+    # Every chain starts with the `response` step (finish_reason, answer size): judge/filters/response.py.
+    return load_chain(manifest.filters, ctx, where=str(manifest.manifest_path or "filters"),
+                      response={"max_answer_chars": manifest.limits.max_answer_chars})
 
 
 @dataclass
@@ -271,8 +279,9 @@ def _run_manifest(manifest: Manifest, progress: bool, command: str, detach: bool
             prompts = []
         else:
             prompts, ctx.source_fp = prompt_jobs(manifest)
-            prompts = part.split(prompts, keys) if part else prompts
+            prompts = (part or Part(1, 1)).split(prompts, keys)
         write_resolved_manifest(manifest, out.path)
+        stats.notices += check_at_start(out.path, manifest, keys["all"], store)  # and stamps the store's answers
         judged = store.keys
         if part is not None:
             record_split(out, part)
@@ -351,7 +360,7 @@ def _finish_judging(ctx: RunContext) -> int:
 def _plan(manifest: Manifest, judge: IncrementalJudge | None, prompts: list[Job], stored: set[str]) -> tuple[PerPromptPlan, list[Job], int, int]:
     """budget.per_prompt: what every prompt has (stored, accepted by the sample steps, after the
     judge caught up with answers a kill left unjudged) and its first job of this session."""
-    if judge is None or not judge.steps:
+    if judge is None or not [s for s in judge.steps if s.name != "response"]:
         raise RunError("budget.per_prompt needs a filter chain with at least one sample-scope step (math, format...): "
                        "dataset steps (near_dup, majority_vote) run only after sampling")
     rule = manifest.budget.per_prompt
@@ -461,10 +470,12 @@ async def _sample(ctx: RunContext) -> None:
                 return
 
     tasks = [asyncio.create_task(storer()), asyncio.create_task(judger())]
+    live = start_live(ctx.out, ctx.run_id, ctx.part, sampler.fleet.figures) if sampler.fleet is not None else None
     try:
         await sampler.run(feed)
     finally:
         to_store.put_nowait(None)
+        live is not None and live.cancel()
         await asyncio.gather(*tasks)
 
 
@@ -513,6 +524,7 @@ def write_receipt(ctx: RunContext, complete: bool) -> Path:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(receipt, indent=2, default=str))
     os.replace(tmp, path)
+    remove_live(ctx.out, run_id)  # the receipt has the session's figures now
     return path
 
 

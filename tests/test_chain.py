@@ -40,7 +40,9 @@ def test_chain_applied_as_it_goes_every_step_judges_every_sample(judged_run):
     tmp, url, res = judged_run
     out = tmp / "out"
     assert res.complete and res.stats.judged == 36
-    assert query(out, "SELECT count(*) FROM verdicts") == [(36 * 3,)]
+    # 3 steps + the `response` step every chain starts with (judge/filters/response.py)
+    assert query(out, "SELECT count(*) FROM verdicts") == [(36 * 4,)]
+    assert query(out, "SELECT DISTINCT filter FROM verdicts WHERE step = 0") == [("response",)]
     assert query(out, "SELECT count(*) FROM samples WHERE accepted IS NULL") == [(0,)]
     # Truncated answers are rejected by the format step, wrong ones by math, for a stated reason.
     assert query(out, "SELECT count(*) FROM samples WHERE finish_reason = 'length' AND reject_reason <> 'format:truncated'") == [(0,)]
@@ -68,12 +70,12 @@ def test_filter_command_rejudges_without_sampling(judged_run):
     assert "chain lenient: 36 samples" in r.stdout
     assert served(url) == before  # nothing was bought
     assert json.loads((out / "verdicts" / "chain.json").read_text())["name"] == "lenient"
-    assert query(out, "SELECT count(*), count(DISTINCT step) FROM verdicts") == [(36, 1)]
+    assert query(out, "SELECT count(*), count(DISTINCT step) FROM verdicts") == [(72, 2)]  # + response
     assert query(out, "SELECT count(*) FROM samples WHERE accepted") == [(36,)]
     # and back: the manifest's own chain restores its verdicts
     r = cli("filter", out)
     assert r.returncode == 0, r.stderr
-    assert query(out, "SELECT count(DISTINCT step) FROM verdicts") == [(3,)]
+    assert query(out, "SELECT count(DISTINCT step) FROM verdicts") == [(4,)]
 
 
 def test_max_accepted_counts_judged_samples(tmp_path, server):

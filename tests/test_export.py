@@ -222,7 +222,7 @@ def test_hf_dataset_reloads_with_declared_features(out, tmp_path):
         assert r["teacher"] == {"model": a["model"], "endpoint": a["endpoint"], "params": a["params_json"]}
         assert r["usage"] == {k: a[k] for k in ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens")}
         assert r["cost_usd"] == a["cost_usd"] and r["accepted"] is True and r["reject_reason"] is None
-        assert r["verdicts"] == ver[r["id"]] and len(r["verdicts"]) == 2
+        assert r["verdicts"] == ver[r["id"]] and len(r["verdicts"]) == 3  # response + the chain's two
         assert r["request_messages"] == json.loads(a["messages_json"])
         assert r["messages"][:-1] == r["request_messages"]
         assert r["messages"][-1] == {"role": "assistant", "content": think(a["cot"], a["completion"])}
@@ -347,11 +347,12 @@ def test_card_header_and_numbers_match_duckdb(out, tmp_path):
     first = q(out, "SELECT reject_reason r, count(*) n FROM samples WHERE NOT accepted GROUP BY 1")
     by = {x["r"]: x["n"] for x in first}
     rows = re.findall(r"^\| (\d) \| (\w+) \| `(.*?)` \| (\d+) \| (\d+) \| (\d+) \| (.*) \|$", body, re.M)
-    assert [r[1] for r in rows] == ["test_boxed_gold", "test_max_cot_words"]
-    assert rows[0][3:6] == (str(tot["n"]), str(v[0]["bad"]), str(tot["n"] - v[0]["bad"]))
-    assert int(rows[1][4]) == by["test_max_cot_words:too_long"] and int(rows[1][5]) == tot["a"]
-    assert json.loads(rows[1][2]) == {"max_words": 65}
-    assert f"wrong_answer: {by['test_boxed_gold:wrong_answer']}" in rows[0][6]
+    assert [r[1] for r in rows] == ["response", "test_boxed_gold", "test_max_cot_words"]  # response: every chain's first
+    assert rows[0][3:6] == (str(tot["n"]), "0", str(tot["n"])) and v[0]["bad"] == 0
+    assert rows[1][3:6] == (str(tot["n"]), str(v[1]["bad"]), str(tot["n"] - v[1]["bad"]))
+    assert int(rows[2][4]) == by["test_max_cot_words:too_long"] and int(rows[2][5]) == tot["a"]
+    assert json.loads(rows[2][2]) == {"max_words": 65}
+    assert f"wrong_answer: {by['test_boxed_gold:wrong_answer']}" in rows[1][6]
     assert 'load_from_disk("arrow")' in body and 'load_dataset("parquet"' in body
 
     export(out, ExportOptions(format="messages", to=tmp_path / "lic", license="apache-2.0", test_size=0))

@@ -185,3 +185,77 @@ def test_bad_replicas_are_one_line_manifest_errors(tmp_path, reps, msg):
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and msg in res.stderr and "teacher.replicas" in res.stderr, res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _status(out: Path) -> dict:
+    st = cli("status", out, "--json")
+    assert st.returncode == 0, st.stderr
+    return json.loads(st.stdout)
+
+
+def test_status_shows_per_replica_figures_while_the_run_goes(tmp_path):
+    """Running sessions (here two workers of one run) publish their per-replica figures
+    (OUT/live/): `status` shows them merged across the workers, and they grow, before the run
+    ends; a killed session's figures still count; once a session's receipt is written the receipt
+    holds them and its live file is gone."""
+    fast = ServerProcess(ServerConfig.load({"latency_ms": 150}))
+    slow = ServerProcess(ServerConfig.load({"latency_ms": 900}))
+    try:
+        urls = [fast.base_url, slow.base_url]
+        m = write_manifest(tmp_path, IDENTITY, n=1, problems=400, extra_teacher=_replicas(urls), limits=", concurrency: 2")
+        out = tmp_path / "out"
+        procs = [_start_cli("run", m, "--worker", f"{i}/2", "--no-progress") for i in (1, 2)]
+        try:
+            seen: list[dict[str, dict]] = []
+            deadline = time.monotonic() + 90
+            while len(seen) < 2:
+                for p in procs:
+                    assert p.poll() is None, p.communicate()
+                assert time.monotonic() < deadline, "no live replica figures in status"
+                if (out / "manifest.resolved.yaml").exists():
+                    figs = {f["url"]: f for f in _status(out)["replicas"]}
+                    if figs and (not seen or figs[fast.base_url]["requests"] > seen[-1][fast.base_url]["requests"]):
+                        seen.append(figs)
+                time.sleep(0.3)
+            text = cli("status", out).stdout
+            assert all(p.poll() is None for p in procs), "a worker ended before the last look: the figures were not live"
+            first, second = seen
+            assert set(second) == set(urls)
+            for url in urls:
+                assert second[url]["requests"] >= first[url]["requests"] and second[url]["up"] is True
+                assert second[url]["in_flight"] is not None and second[url]["tokens"] > 0
+            # The slow replica answers 6x slower: fewer requests, a higher median, as the receipt would say.
+            assert second[slow.base_url]["requests"] < second[fast.base_url]["requests"]
+            assert second[slow.base_url]["latency_p50_s"] > 3 * second[fast.base_url]["latency_p50_s"]
+            assert f"replica {slow.base_url}:" in text and "now up" in text
+            for p in procs:
+                p.kill()  # kill -9: no receipt; what they bought still counts
+                p.wait()
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        killed = {f["url"]: f for f in _status(out)["replicas"]}
+        files = [json.loads(p.read_text()) for p in (out / "live").glob("*.json")]
+        assert sorted(f["worker"] for f in files) == ["1/2", "2/2"]
+        for url in urls:  # merged across the workers
+            assert killed[url]["requests"] == sum(r["requests"] for f in files for r in f["replicas"] if r["url"] == url)
+            assert killed[url]["up"] is None and killed[url]["in_flight"] is None  # no session is running
+        assert killed[fast.base_url]["requests"] >= second[fast.base_url]["requests"]
+
+        # The next session (more in flight: keys do not depend on limits) finishes every part.
+        m2 = write_manifest(tmp_path, IDENTITY, n=1, extra_teacher=_replicas(urls), limits=", concurrency: 24", name="m2.yaml")
+        res = cli("run", m2, "--no-progress", timeout=120)
+        assert res.returncode == 0, res.stderr
+        assert len(stored_keys(out)) == 400
+        final = {f["url"]: f for f in _status(out)["replicas"]}
+        r = {f["url"]: f for f in _receipt(out)["replicas"]}
+        assert len(list((out / "live").glob("*.json"))) == 2  # the killed sessions': the last one's went with its receipt
+        for url in urls:  # the killed sessions' figures plus the last session's receipt
+            assert final[url]["requests"] == killed[url]["requests"] + r[url]["requests"]
+        # (A killed session's file is its last publication: answers of its last second are not in it.)
+        assert sum(f["requests"] for f in r.values()) > 0
+    finally:
+        fast.stop()
+        slow.stop()

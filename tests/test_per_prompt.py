@@ -29,7 +29,7 @@ def log_lines(path):
 
 def per_prompt_state(out):
     """prompt_id -> [(sample_index, accepted by the sample step)] in index order."""
-    rows = q(out, "SELECT s.prompt_id, s.sample_index, v.passed FROM shards_raw s JOIN verdicts v USING (key) WHERE v.step = 0 "
+    rows = q(out, "SELECT s.prompt_id, s.sample_index, v.passed FROM shards_raw s JOIN verdicts v USING (key) WHERE v.filter <> 'response' "
                   "ORDER BY 1, 2")
     by = defaultdict(list)
     for pid, idx, ok in rows:

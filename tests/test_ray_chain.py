@@ -228,7 +228,9 @@ def test_run_with_engine_ray_in_the_manifest_judges_as_the_local_engine(tmp_path
     assert any(v[2] == "near_dup" and not v[3] for v in after_run["verdicts"])
     assert not list((out / "verdicts").glob(".near_dup*"))
     # Ray's near-dup files are named by the ids they cover (the local engine's by a random suffix).
-    assert list((out / "verdicts").glob("step05-" + "[0-9]" * 12 + "-" + "[0-9]" * 12 + ".parquet"))
+    steps = json.loads((out / "verdicts" / "chain.json").read_text())["steps"]
+    nd = next(i for i, s in enumerate(steps) if s["filter"] == "near_dup")  # 6: the `response` step comes first
+    assert list((out / "verdicts").glob(f"step{nd:02d}-" + "[0-9]" * 12 + "-" + "[0-9]" * 12 + ".parquet"))
     r = cli("filter", out, timeout=300)  # the manifest's chain, local engine
     assert r.returncode == 0, r.stderr
     assert snapshot(out) == after_run

@@ -127,7 +127,7 @@ def test_counts_money_and_funnel_equal_duckdb(out, rep):
 
     # Funnel: sampled -> each step in chain order (rows surviving steps 0..k) -> accepted.
     f = rep["funnel"]
-    assert [s["stage"] for s in f] == ["sampled", "format", "language", "test_report_gold", "length", "near_dup", "accepted"]
+    assert [s["stage"] for s in f] == ["sampled", "response", "format", "language", "test_report_gold", "length", "near_dup", "accepted"]
     assert [s["remaining"] for s in f] == [100, *remaining, len(accepted)]
     for s in f[1:-1]:
         here = [r for (j, r) in first_fail.values() if j == s["step"]]

@@ -283,6 +283,14 @@ def _drift(r: dict[str, Any]) -> str:
     return out + "".join(_img(plot_drift(s), s["label"]) for s in sig)
 
 
+def _configs(r: dict[str, Any]) -> str:
+    cs = r.get("configurations") or []
+    return _table(["configuration", "model", "endpoint", "params", "template", "samples", "accepted", "dollars", "per accepted"],
+                         [[f'<span class="mono">{esc(c["id"])}</span>' + (" (current)" if c["current"] else ""), esc(c["model"]), esc(c["endpoint"]),
+                           esc(c["params_text"]), f'<span class="mono">{esc(c["template_sha256"] or "unknown")}</span>', fmt_int(c["samples"]),
+                           fmt_int(c["accepted"]), usd(c["usd"]), usd(c["usd_per_accepted"])] for c in cs])
+
+
 def _runs(r: dict[str, Any]) -> str:
     if not r["runs"]:
         return '<p class="muted">No runs recorded in the catalog.</p>'
@@ -300,6 +308,9 @@ def render_html(report: dict[str, Any]) -> str:
     warn = ""
     if r.get("journal_rows_not_in_shards"):
         warn = f'<p class="warn">{fmt_int(r["journal_rows_not_in_shards"])} answers are in the journal, not yet in shards: a run is going on or was killed (resume compacts them).</p>'
+    if len(r.get("configurations") or []) > 1:
+        warn += (f'<p class="warn">This folder holds {len(r["configurations"])} configurations (a later run changed the model, params or '
+                 "template): the figures below add them up; Configurations splits them; `curator export` takes the current one unless --all-configs.</p>")
     fired = [m for s in r["drift"] for m in s["messages"]]
     if fired:
         warn += "".join(f'<p class="warn">{esc(m)}</p>' for m in fired)
@@ -307,7 +318,7 @@ def render_html(report: dict[str, Any]) -> str:
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
-        f'<p class="muted">{esc(r["out_dir"])} · model {esc(r.get("model"))} · {chain_line} · '
+        f'<p class="muted">{esc(r["out_dir"])} · model {esc(", ".join(sorted({str(c["model"]) for c in r.get("configurations") or []})) or r.get("model"))} · {chain_line} · '
         f'generated {esc(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["generated_at"])))}</p>',
         warn,
         _cards(r),
@@ -317,6 +328,7 @@ def render_html(report: dict[str, Any]) -> str:
         "<h2>Languages</h2>", _languages(r),
         "<h2>Duplicate clusters</h2>", _dups(r),
         "<h2>Per source</h2>", _sources(r),
+        "<h2>Configurations</h2>", _configs(r),
         "<h2>Difficulty</h2>", _difficulty(r),
         "<h2>Drift over the run</h2>", _drift(r),
         "<h2>Runs</h2>", _runs(r),

@@ -17,6 +17,7 @@ from typing import Any
 
 import duckdb
 
+from curator.audit.configs import configurations
 from curator.audit.status import replica_figures
 from curator.store import catalog
 from curator.store.layout import OutputDir
@@ -503,7 +504,7 @@ def build_report(out_dir: str | Path, *, per: int = PER, drift_window: int | Non
             SELECT * FROM (
                 SELECT key, prompt_id, sample_index, source, gold, completion, cot_source, finish_reason,
                        prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens, cost_usd, usage_estimated, request_id,
-                       latency_s, created_at, seq,
+                       latency_s, created_at, seq, {catalog.CONFIG_ID_SQL} AS config_id, model, endpoint, params_json,
                        length(coalesce(cot, '')) AS cot_chars, length(coalesce(completion, '')) AS completion_chars,
                        curator_cot_words(coalesce(cot, '')) AS cot_len
                 FROM shards_files
@@ -567,6 +568,7 @@ def build_report(out_dir: str | Path, *, per: int = PER, drift_window: int | Non
             "languages": _lang_details(con),
             "duplicates": duplicates(con),
             "sources": sources(con, has_chain, per),
+            "configurations": configurations(con, out_dir, _accepted_expr(has_chain), _samples_from(has_chain)),
             "difficulty": difficulty(con, has_chain, out_dir),
             "runs": runs,
             "replicas": replica_figures(out_dir),

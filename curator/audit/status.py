@@ -10,24 +10,37 @@ from curator.sample.fleet import merge_figures
 from curator.store import catalog
 from curator.store.journal import read_journal
 from curator.store.layout import OutputDir
+from curator.store.live import read_live
 from curator.store.ledger import summary as batch_summary
 from curator.store.rescue import rescue_paths
 from curator.store.sample_store import journal_paths
 
 
 def replica_figures(out_dir: Path) -> list[dict[str, Any]]:
-    """Per-replica figures of a fleet (teacher.replicas) over every session's receipt: requests,
-    errors, tokens, latency p50/p95 (from the merged histograms)."""
+    """Per-replica figures of a fleet (teacher.replicas) over every session: requests, errors,
+    tokens, latency p50/p95 (from the merged histograms), from the receipts of ended sessions and
+    the live files of running (or killed) ones. While sessions run, each replica also has `up`
+    (False when a running session has it out of service) and `in_flight`; both None otherwise."""
     import json
 
-    groups = []
-    d = OutputDir(out_dir).receipts
+    out = OutputDir(out_dir)
+    groups, ended = [], set()
+    d = out.receipts
     for p in sorted(d.glob("*.json")) if d.is_dir() else []:
         try:
-            groups.append(json.loads(p.read_text()).get("replicas") or [])
+            r = json.loads(p.read_text())
         except (OSError, ValueError):
             continue  # a receipt being replaced right now: the next call reads it
-    return merge_figures(groups)
+        ended.add(r.get("run_id"))
+        groups.append(r.get("replicas") or [])
+    live = read_live(out, ended)
+    merged = merge_figures(groups + [s.get("replicas") or [] for s in live])
+    running = [f for s in live if s["running"] for f in s.get("replicas") or []]
+    for m in merged:
+        now = [f for f in running if f["url"] == m["url"]]
+        m["up"] = all(f.get("up", True) for f in now) if now else None
+        m["in_flight"] = sum(f.get("in_flight") or 0 for f in now) if now else None
+    return merged
 
 
 def status(out_dir: Path) -> dict[str, Any]:
@@ -80,6 +93,6 @@ def status(out_dir: Path) -> dict[str, Any]:
         "accepted": acc,
         "rejected": rej,
         "runs": runs,
-        "replicas": replica_figures(out_dir),
+        "replicas": replica_figures(out_dir),  # live while sessions run (store/live.py)
         "batches": batch_summary(OutputDir(out_dir).ledger),  # batch mode: each batch as last seen
     }

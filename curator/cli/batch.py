@@ -69,6 +69,7 @@ def read(
         from curator.judge.runner import IncrementalJudge
         from curator.run import build_jobs, load_filter_chain
         from curator.sample.batch import Reader, read_offline
+        from curator.sample.configs import configuration_id
         from curator.sample.cost import find_price
         from curator.sample.sampler import RecordMaker, Stats
         from curator.sample.tokencount import load_counter
@@ -86,6 +87,7 @@ def read(
         chain = load_filter_chain(manifest, o.path)
         store = SampleStore(o.path, shard_rows=manifest.store.shard_rows)
         try:
+            store.config_id = configuration_id(manifest)  # the configuration `batch write` asked with
             jobs, _, _, _ = build_jobs(manifest, store.keys)
             judge = IncrementalJudge(o.path, chain, store.keys) if chain is not None else None
             stats = Stats()

@@ -57,7 +57,7 @@ def print_run_summary(result) -> None:
     for notice in s.notices[:5]:
         err.print(f"  note: {notice}", highlight=False, markup=False)
     if s.usage_estimated:
-        err.print(f"  note: tokens and cost include local estimates for {s.usage_estimated} samples (the teacher sent no usage)", highlight=False)
+        err.print(f"  note: tokens and cost include local estimates for {s.usage_estimated} samples (the teacher sent no usage, or none to believe)", highlight=False)
     if s.stop_reason:
         err.print(f"stopped: {s.stop_reason}", highlight=False, markup=False)
     if s.failed:

@@ -3,18 +3,26 @@
 that cluster. Every node must see the manifest, its files and OUT at the same paths (a shared
 folder: NFS or similar) and have curator installed: that is the user's part. A task whose
 process dies is run again by Ray (`max_retries`): the worker resumes its part like
-`curator resume OUT --worker I/N` would."""
+`curator resume OUT --worker I/N` would.
+
+The part's lock (OUT/.lock-wIofN, a POSIX lock) is released by the kernel when its holder dies,
+on this host or, through NFS's lock manager, on another. It can outlive the holder for a while:
+the tasks of a killed driver are still being killed when the same command runs again, and NFS
+keeps a dead machine's lock until its lease ends (90 s by default in NFSv4). So a task that finds
+its part locked waits up to `_LOCK_WAIT_S` for it before giving up with the lock's one line."""
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 from curator.errors import RunError
 
-_TASK_RETRIES = 3
+_TASK_RETRIES = 3  # a task whose process or node died runs again (Ray's retry of system failures)
+_LOCK_WAIT_S = 120.0
 
 
 def _ray():
@@ -42,15 +50,22 @@ def check_address(address: str) -> None:
 def work(manifest_path: str, index: int, count: int) -> dict[str, Any]:
     """One worker, inside a Ray task: `curator run MANIFEST --worker index/count`."""
     from curator.config import load_manifest
-    from curator.errors import CuratorError
+    from curator.errors import CuratorError, StoreLocked
     from curator.run import run_manifest
     from curator.store.workers import Part
 
     part = Part(index, count)
-    try:
-        res = run_manifest(load_manifest(manifest_path), progress=False, part=part)
-    except CuratorError as e:
-        return {"worker": str(part), "error": str(e)}
+    deadline = time.monotonic() + _LOCK_WAIT_S
+    while True:
+        try:
+            res = run_manifest(load_manifest(manifest_path), progress=False, part=part)
+            break
+        except StoreLocked as e:  # taken before anything is written: trying again is safe
+            if time.monotonic() >= deadline:
+                return {"worker": str(part), "error": str(e)}
+            time.sleep(0.5)
+        except CuratorError as e:
+            return {"worker": str(part), "error": str(e)}
     s = res.stats
     return {"worker": str(part), "stored": s.stored, "already_stored": s.already_stored, "requests": s.requests,
             "failed_prompts": s.failed, "cost_usd": s.cost_usd if s.cost_known else None, "stop_reason": s.stop_reason,

@@ -25,7 +25,8 @@ def print_report(r: dict[str, Any], console: Console) -> None:
     from curator.audit.html_report import fmt_int, fmt_pct
 
     chain = r["chain"]
-    console.print(f"[bold]{r.get('name') or r['out_dir']}[/]  {r['out_dir']}  model {r.get('model')}  "
+    models = sorted({str(c["model"]) for c in r.get("configurations") or []}) or [str(r.get("model"))]
+    console.print(f"[bold]{r.get('name') or r['out_dir']}[/]  {r['out_dir']}  model {', '.join(models)}  "
                   + (f"chain {chain['name']}: " + " → ".join(s["filter"] for s in chain["steps"]) if chain else "no filter chain"),
                   highlight=False)
     if r.get("journal_rows_not_in_shards"):
@@ -115,6 +116,9 @@ def print_report(r: dict[str, Any], console: Console) -> None:
                           f"{usd(e['usd'])}): worth a stronger teacher; e.g. {ids}"
                           + (" …" if e["prompts"] > 10 else "") + "  (all: SELECT * FROM prompts WHERE accepted = 0)", highlight=False)
 
+    if len(r.get("configurations") or []) > 1:
+        console.print(config_table(r["configurations"]))
+
     if r.get("replicas"):
         console.print(replica_table(r["replicas"]))
 
@@ -126,6 +130,22 @@ def print_report(r: dict[str, Any], console: Console) -> None:
         t.add_row(s["label"], "[red]fired[/]" if s["fired"] else "[green]ok[/]", fmt(s["baseline"]), fmt(s["last"]),
                   s.get("note") or "; ".join(s["messages"]))
     console.print(t)
+
+
+def config_table(configs: list[dict[str, Any]]) -> Table:
+    """The output folder's configurations (a run changed model, params or template on the same OUT)."""
+    from curator.audit.html_report import fmt_int
+    from curator.sample.cost import format_usd as usd
+
+    t = Table(title=f"Configurations: {len(configs)} in this folder (export takes the current one; --all-configs: all)", title_justify="left")
+    t.add_column("configuration", overflow="fold")
+    t.add_column("model, params, template", overflow="fold")
+    for c in ("samples", "accepted", "dollars", "per accepted"):
+        t.add_column(c, justify="right", no_wrap=True)
+    for c in configs:
+        t.add_row(c["id"] + ("\n(current)" if c["current"] else ""), f"{c['model']}\n{c['params_text']}\ntemplate {c['template_sha256'] or 'unknown'}",
+                  fmt_int(c["samples"]), fmt_int(c["accepted"]), usd(c["usd"]), usd(c["usd_per_accepted"]))
+    return t
 
 
 def replica_table(replicas: list[dict[str, Any]]) -> Table:

@@ -103,7 +103,8 @@ def status(out: Path, as_json: bool = typer.Option(False, "--json", help="print 
     for f in info.get("replicas") or []:
         p50, p95 = (f"{x:.3f}s" if x is not None else "-" for x in (f["latency_p50_s"], f["latency_p95_s"]))
         print(f"  replica {f['url']}: {f['requests']} requests, {f['errors']} errors, {f['tokens']:,} tokens, "
-              f"latency p50 {p50} p95 {p95}, taken out {f['taken_out']}x")
+              f"latency p50 {p50} p95 {p95}, taken out {f['taken_out']}x"
+              + ("" if f.get("up") is None else f"; now {'up' if f['up'] else 'OUT of service (probed)'}, {f['in_flight']} in flight"))
     _print_batches(info.get("batches") or [])
 
 

@@ -45,7 +45,7 @@ def serve(
     from curator.teacher.runner import serve as do_serve
 
     cfg = guard(lambda: config_from_options(config, config_json, **options))
-    do_serve(cfg, host=host, port=port)
+    guard(lambda: do_serve(cfg, host=host, port=port))  # a bad problems file or a busy port: one line
 
 
 DEMO = Path(__file__).resolve().parents[1] / "teacher" / "demo"  # ships inside the package
@@ -60,7 +60,14 @@ def run_demo(out: Path | None = None, progress: bool = True):
     manifest = load_manifest(DEMO / "manifest.yaml")
     manifest.output = str((out if out is not None else Path.cwd() / "out" / "demo").resolve())
     port = int(manifest.teacher.base_url.split(":")[-1].split("/")[0])
-    server = ServerProcess(ServerConfig.from_yaml(DEMO / "server.yaml"), port=port)
+    try:
+        server = ServerProcess(ServerConfig.from_yaml(DEMO / "server.yaml"), port=port)
+    except (RuntimeError, TimeoutError) as e:  # the server's own error line (e.g. port in use) is above
+        from curator.errors import RunError
+
+        why = "the line above says why" if isinstance(e, RuntimeError) else str(e)
+        raise RunError(f"the demo's local teacher did not start on port {port} ({why}); "
+                       f"is another `curator demo` or `curator serve --port {port}` running?") from None
     try:
         return run_manifest(manifest, progress=progress)
     finally:

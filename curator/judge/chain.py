@@ -76,8 +76,14 @@ def _normalise_step(raw: Any, where: str, i: int) -> tuple[str, dict[str, Any]]:
     raise ManifestError(f"{where}: steps[{i}]: write a step as {{filter: NAME, params: {{...}}}} or {{NAME: {{...}}}}")
 
 
-def load_chain(spec: str | Path | dict[str, Any] | list[Any], ctx: FilterContext, where: str = "filters") -> Chain:
-    """spec: a YAML file path (relative to ctx.base_dir), a mapping {name, steps}, or a list of steps."""
+def load_chain(spec: str | Path | dict[str, Any] | list[Any], ctx: FilterContext, where: str = "filters", *,
+               response: dict[str, Any] | None = None) -> Chain:
+    """spec: a YAML file path (relative to ctx.base_dir), a mapping {name, steps}, or a list of steps.
+
+    response: the params of the `response` step (curator/judge/filters/response.py) that every
+    chain judging an output folder starts with, so no chain accepts an answer the provider
+    filtered or an oversized one; a chain that lists `response` itself keeps it where it stands
+    (its params first, these filling in the rest). None (the API's default): the chain as written."""
     if isinstance(spec, (str, Path)):
         path = ctx.resolve(spec)
         if not path.exists():
@@ -97,21 +103,29 @@ def load_chain(spec: str | Path | dict[str, Any] | list[Any], ctx: FilterContext
         data = {"name": default_name, "steps": data}
     if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
         raise ManifestError(f"{where}: a chain is a mapping with 'steps': a list of filters")
+    raws = [_normalise_step(raw, where, i) for i, raw in enumerate(data["steps"])]
+    if response is not None:
+        listed = [j for j, (name, _p) in enumerate(raws) if name == "response"]
+        for j in listed:
+            raws[j] = ("response", {**response, **raws[j][1]})
+        if not listed:
+            raws.insert(0, ("response", dict(response)))
+    shift = len(raws) - len(data["steps"])  # user steps' positions in messages stay theirs
     steps = []
     resolved = []
-    for i, raw in enumerate(data["steps"]):
-        name, params = _normalise_step(raw, where, i)
+    for i, (name, params) in enumerate(raws):
+        pos = i - shift
         try:
             cls = get_filter(name)
         except KeyError as e:
-            raise ManifestError(f"{where}: steps[{i}]: {e.args[0]}") from None
+            raise ManifestError(f"{where}: steps[{pos}]: {e.args[0]}") from None
         try:
             p = cls.Params.model_validate(params)
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(x) for x in err["loc"])
             msg = "unknown param" if err["type"] == "extra_forbidden" else err["msg"]
-            raise ManifestError(f"{where}: steps[{i}] ({name}): param '{loc}': {msg}") from None
+            raise ManifestError(f"{where}: steps[{pos}] ({name}): param '{loc}': {msg}") from None
         steps.append(Step(i, name, params, cls(p, ctx)))
         resolved.append({"filter": name, "params": p.model_dump(mode="json")})
     return Chain(name=str(data.get("name") or default_name), steps=steps, spec={"name": data.get("name") or default_name, "steps": resolved})

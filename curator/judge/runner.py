@@ -162,7 +162,7 @@ def refilter(out: Path, chain_spec: str | None = None, *, workers: int = 2, engi
         connect(ray_address)  # a missing extra or a silent address: one line, before anything is read
     elif ray_address:
         raise RunError("--ray-address needs --engine ray")
-    c = load_chain(spec, ctx)
+    c = load_chain(spec, ctx, response={"max_answer_chars": m.limits.max_answer_chars})
     try:
         if engine == "ray":
             from curator.judge.ray_runner import run_chain_ray

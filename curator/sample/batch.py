@@ -27,8 +27,9 @@ from typing import Any
 
 import openai
 
-from curator.config import Manifest
+from curator.config import Manifest, has_env_ref
 from curator.errors import RunError
+from curator.sample.parse import completion_problem
 from curator.sample.sampler import (
     FatalRequestError,
     Job,
@@ -74,6 +75,8 @@ def job_lines(manifest: Manifest, jobs: Iterable[Job], skip: set[str] = frozense
     separate; its seed shift is its first sample index, as online (no two requests share a seed).
     The custom_id is the first sample's key: unique, and stable across sessions."""
     params = request_params(manifest)
+    if has_env_ref(params.get("extra_body")):  # a batch file is written to disk: it may not carry a secret
+        raise RunError("teacher.params.extra_body has {env: ...} values, which batch request files cannot carry (they are written to disk)")
     model = manifest.teacher.model
     separate = manifest.teacher.n_strategy == "separate"
     for job in jobs:
@@ -230,8 +233,9 @@ def _line_error(line: dict[str, Any]) -> str | None:
     if status != 200:
         msg = body.get("error", {}).get("message") if isinstance(body, dict) and isinstance(body.get("error"), dict) else None
         return f"HTTP {status}: {msg or 'error'}"
-    if not isinstance(body, dict) or not isinstance(body.get("choices"), list) or not body["choices"]:
-        return "a 200 whose body is not a chat completion"
+    problem = completion_problem(body)
+    if problem is not None:
+        return f"a 200 whose body is not a chat completion: {problem}"
     return None
 
 
@@ -250,7 +254,8 @@ class BatchRun:
         self.notify = notify or (lambda _m: None)
         self.ledger = Ledger(self.out.ledger)
         self.client = openai.OpenAI(base_url=normalise_endpoint(self.m.teacher.base_url), api_key=ctx.api_key,
-                                    max_retries=self.m.limits.max_retries, timeout=self.m.limits.timeout_s)
+                                    max_retries=self.m.limits.max_retries, timeout=self.m.limits.timeout_s,
+                                    default_headers=self.m.teacher.request_headers())
         self.maker = RecordMaker(self.m, ctx.price, ctx.counter, batch=True)
         refresh = getattr(ctx.display, "refresh", None)
         self.reader = Reader(self.maker, ctx.jobs, ctx.store, ctx.judge, ctx.stats, on_stored=(lambda _r: refresh()) if refresh else None)

@@ -85,7 +85,7 @@ class Replica:
         self.hist[b] = self.hist.get(b, 0) + 1
 
     def figures(self) -> dict[str, Any]:
-        return {"url": self.url, "requests": self.requests, "errors": self.errors, "tokens": self.tokens,
+        return {"url": self.url, "requests": self.requests, "errors": self.errors, "tokens": self.tokens, "in_flight": self.in_flight,
                 "latency_p50_s": quantile(self.hist, 0.5), "latency_p95_s": quantile(self.hist, 0.95),
                 "taken_out": self.taken_out, "rerouted": self.rerouted, "up": self.up, "last_error": self.last_error,
                 "latency_hist": {str(k): v for k, v in sorted(self.hist.items())}}
@@ -152,7 +152,8 @@ class Fleet:
 
         if not teacher.replicas:
             return None
-        return cls(teacher.replicas, lambda url: make_transport(teacher.http, url, api_key, limits.timeout_s, limits.concurrency),
+        headers = teacher.request_headers()
+        return cls(teacher.replicas, lambda url: make_transport(teacher.http, url, api_key, limits.timeout_s, limits.concurrency, headers),
                    api_key=api_key, **kw)
 
     # -- choice -------------------------------------------------------------------------------

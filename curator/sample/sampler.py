@@ -21,12 +21,12 @@ from curator.config import Manifest, Price
 from curator.errors import CuratorError
 from curator.sample.cost import request_cost
 from curator.sample.fleet import Fleet
-from curator.sample.parse import Usage, read_usage, split_reasoning
-from curator.redact import redact
+from curator.sample.parse import Usage, completion_problem, split_reasoning, trusted_usage
+from curator.redact import redact, resolve_env
 from curator.sample.ratelimit import RateLimiter, retry_after
 from curator.sample.sources import Problem
 from curator.sample.tokencount import CharEstimate, TokenCounter, prompt_tokens
-from curator.sample.transport import make_transport
+from curator.sample.transport import RedirectRefused, make_transport
 from curator.sample.window import AdaptiveWindow
 
 # A request that timed out in the teacher's queue behind our own requests is sent again without
@@ -118,7 +118,7 @@ class Stats:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     cost_known: bool = True
-    usage_estimated: int = 0  # samples whose token counts were counted locally (no usage from the server)
+    usage_estimated: int = 0  # samples whose token counts were counted locally (no usage, or none to believe, from the server)
     requeued: int = 0  # attempts that timed out in the teacher's queue and were re-sent for free
     window: int = 0  # the in-flight window at the end (limits.concurrency unless congestion cut it)
     window_lowest: int = 0
@@ -185,7 +185,7 @@ def _one_line(exc: BaseException) -> str:
             msg = body["message"]
         return redact(f"HTTP {exc.status_code}: {' '.join(str(msg).split())}")
     text = redact(" ".join(str(exc).split()))  # a server's reply may quote our Authorization header
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if isinstance(exc, CuratorError) else f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _parse_body(content: bytes) -> dict[str, Any]:
@@ -193,8 +193,8 @@ def _parse_body(content: bytes) -> dict[str, Any]:
         data = _loads(content)
     except ValueError:
         raise MalformedResponse("the server sent a body that is not JSON") from None
-    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-        raise MalformedResponse("the server sent JSON without choices")
+    if (problem := completion_problem(data)) is not None:
+        raise MalformedResponse(f"malformed answer from the teacher: {problem}")
     return data
 
 
@@ -242,7 +242,7 @@ class RecordMaker:
         choices = sorted(data["choices"], key=lambda c: c.get("index", 0))[: len(indices)]
         messages = [c.get("message") or {} for c in choices]
         splits = [split_reasoning(msg) for msg in messages]
-        usage = read_usage(data.get("usage"))
+        usage, self.untrusted = trusted_usage(data, job.messages, self.t.params)  # untrusted: why not believed
         estimated = usage.prompt_tokens is None or usage.completion_tokens is None
         weights = [len(s.cot) + len(s.completion) + 1 for s in splits]
         ctoks = _shares(weights, usage.completion_tokens)
@@ -283,10 +283,10 @@ class RecordMaker:
                     "cached_tokens": cached[i],
                     "cost_usd": None if cost is None else cost * (weights[i] / (sum(weights) or 1)),
                     "usage_estimated": estimated,
-                    "model": data.get("model") or self.t.model,
+                    "model": data.get("model") if isinstance(data.get("model"), str) else self.t.model,
                     "endpoint": self.endpoint,
                     "params_json": params_json,
-                    "request_id": data.get("id"),
+                    "request_id": None if data.get("id") is None else str(data.get("id")),
                     "attempts": attempts,
                     "latency_s": latency,
                     "created_at": now,
@@ -339,8 +339,8 @@ class Sampler:
         self.t = manifest.teacher
         self.limits = manifest.limits
         self.endpoint = normalise_endpoint(self.t.base_url)
-        self.params = request_params(manifest)
-        self._params_json = json.dumps(self.params, sort_keys=True)
+        self._params_json = json.dumps(request_params(manifest), sort_keys=True)  # as stored: {env: NAME} values unresolved
+        self.params = resolve_env(request_params(manifest), "teacher.params")  # what is sent: only ever in memory
         self.price = price
         self.stats = stats
         self.submit = submit  # hands answers to the store; they count as done once journaled
@@ -349,7 +349,7 @@ class Sampler:
         self.limiter = RateLimiter(self.limits.rpm, self.limits.tpm)
         # Retries are ours (tenacity), so the client's own are off. With teacher.replicas a fleet stands in (keys still hash base_url).
         self.fleet = Fleet.for_teacher(self.t, self.limits, api_key, notify=self._notice, abort=self.abort, stats=stats)
-        self.transport = self.fleet or make_transport(self.t.http, self.endpoint, api_key, self.limits.timeout_s, self.limits.concurrency)
+        self.transport = self.fleet or make_transport(self.t.http, self.endpoint, api_key, self.limits.timeout_s, self.limits.concurrency, self.t.request_headers())
         self.n_mode = self.t.n_strategy
         self.notify = notify  # shows a notice to the user (live display); stats.notices keeps them
         self._counter = counter or CharEstimate()  # a configured tokenizer was loaded up front
@@ -409,8 +409,8 @@ class Sampler:
                 self.window.success()
                 self.stats.failed_attempts -= 1
                 self.limiter.observe(headers)
-                used = (data.get("usage") or {}).get("total_tokens")
-                self.limiter.refund(max(0, reserved - used) if isinstance(used, int) else 0)
+                used = data["usage"].get("total_tokens") if isinstance(data.get("usage"), dict) else None
+                self.limiter.refund(reserved - used if type(used) is int and 0 <= used <= reserved else 0)
                 return data
 
         try:
@@ -464,6 +464,8 @@ class Sampler:
         self._account(usage, cost)
         if estimated:
             self.stats.usage_estimated += len(out)
+        if self.maker.untrusted and not any("usage is not plausible" in n for n in self.stats.notices):  # once a run
+            self._notice(f"the teacher's usage is not plausible ({self.maker.untrusted}): such answers are counted locally, flagged usage_estimated")
         return out
 
     def _notice(self, message: str) -> None:
@@ -506,8 +508,6 @@ class Sampler:
                     continue
                 raise
             records = self._records(job, data, batch, attempts, latency)
-            if not records:
-                raise MalformedResponse("the server answered with no choices")
             self._any_success = True
             self.stats.received += len(records)
             done = {r["sample_index"] for r in records}
@@ -563,7 +563,7 @@ class Sampler:
                 failed = False
                 try:
                     await self._run_job(job)
-                except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as e:
+                except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError, RedirectRefused) as e:
                     self._fatal = FatalRequestError(_one_line(e))
                     failed = True
                 except openai.BadRequestError as e:

@@ -21,6 +21,7 @@ class Problem:
     problem: str
     gold: str | None
     row: dict[str, Any]  # the whole source row, for templates and filters (tests, choices...)
+    at: str = ""  # "FILE: row N (id 'x')", for errors about this row
 
 
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".jsonl.gz": "jsonl", ".ndjson.gz": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -158,7 +159,8 @@ def _text(value: Any) -> str | None:
     return json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else str(value)
 
 
-def load_problems(source: Source, path: Path) -> list[Problem]:
+def load_problems(source: Source, path: Path, max_bytes: int | None = None) -> list[Problem]:
+    """max_bytes: limits.max_problem_bytes, checked on every row before anything is sent."""
     if not path.exists():
         raise ManifestError(f"{path}: source file not found (field 'source.path')")
     rows: list[dict[str, Any]] = []
@@ -197,8 +199,11 @@ def load_problems(source: Source, path: Path) -> list[Problem]:
         text = _text(row.get(problem_col))
         if text is None or not text.strip():
             raise ManifestError(f"{at(i)} (id {pid!r}): empty problem in column {problem_col!r}")
+        if max_bytes is not None and len(text) * 4 > max_bytes and len(text.encode("utf-8")) > max_bytes:
+            raise ManifestError(f"{at(i)} (id {pid!r}): the problem in column {problem_col!r} is {len(text.encode('utf-8')):,} bytes, "
+                                f"over limits.max_problem_bytes ({max_bytes:,}); nothing was sent")
         gold = _text(row.get(answer_col)) if answer_col else None
-        problems.append(Problem(id=pid, problem=text, gold=gold, row=row))
+        problems.append(Problem(id=pid, problem=text, gold=gold, row=row, at=f"{at(i)} (id {pid!r})"))
 
     if source.shuffle_seed is not None:
         random.Random(source.shuffle_seed).shuffle(problems)

@@ -9,10 +9,13 @@ vLLM at hundreds of requests/s on a small machine it is the bottleneck."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Mapping
 
 import openai
+
+from curator.errors import CuratorError
 
 try:  # the HTTP library under the openai client: httpx2 in openai >= 3, httpx before
     import httpx2 as _http
@@ -29,17 +32,42 @@ except ImportError:  # pragma: no cover
         return json.dumps(obj, ensure_ascii=False).encode("utf-8")
 
 
+class RedirectRefused(CuratorError):
+    """The teacher answered a chat request with a redirect. Never followed: the answer would come
+    from another server (another origin, possibly) and be stored under this endpoint's keys."""
+
+
+def _refuse_redirect(status: int, headers: Mapping[str, str]) -> None:
+    if 300 <= status < 400:  # (base_url is not quoted: it may carry credentials)
+        target = headers.get("location") or "(no Location header)"
+        raise RedirectRefused(f"the teacher answered HTTP {status}, a redirect to {target}: redirects are not followed "
+                              "(set teacher.base_url to the server you mean, if you trust it)")
+
+
 class OpenAITransport:
-    def __init__(self, base_url: str, api_key: str, timeout_s: float, connections: int = 1000):
+    def __init__(self, base_url: str, api_key: str, timeout_s: float, headers: dict[str, str] | None = None, connections: int = 1000):
         self.timeout_s = timeout_s
+        self.url = base_url.rstrip("/") + "/chat/completions"
         self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s,
-                                         http_client=_aiohttp_client(timeout_s, connections))
+                                         http_client=_aiohttp_client(timeout_s, connections), default_headers=headers)
+        self._options = {"timeout": timeout_s, "follow_redirects": False}
 
     async def post(self, body: dict[str, Any]) -> tuple[bytes, Mapping[str, str]]:
         # The raw POST, not the typed `chat.completions.create`: the typed path costs ~50% more
         # client CPU (param transforms, pydantic models) and we parse the JSON ourselves anyway.
-        raw = await self.client.post("/chat/completions", body=body, cast_to=_http.Response, options={"timeout": self.timeout_s})
-        return raw.content, raw.headers
+        # The client's timeout bounds each read, so a body trickled a byte at a time would hold the
+        # request for ever: asyncio.timeout bounds the whole request, body included.
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                raw = await self.client.post("/chat/completions", body=body, cast_to=_http.Response, options=self._options)
+                content = raw.content
+        except TimeoutError:
+            raise openai.APITimeoutError(request=_http.Request("POST", self.url)) from None
+        except openai.APIStatusError as e:  # httpx raises for a 3xx it does not follow
+            _refuse_redirect(e.status_code, e.response.headers)
+            raise
+        _refuse_redirect(raw.status_code, raw.headers)
+        return content, raw.headers
 
     async def close(self) -> None:
         await self.client.close()
@@ -57,12 +85,12 @@ def _aiohttp_client(timeout_s: float, connections: int):
 
 
 class AiohttpTransport:
-    def __init__(self, base_url: str, api_key: str, timeout_s: float, connections: int):
+    def __init__(self, base_url: str, api_key: str, timeout_s: float, connections: int, headers: dict[str, str] | None = None):
         import aiohttp
 
         self._aiohttp = aiohttp
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json", "Accept": "application/json"}
+        self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         # HTTP(S)_PROXY / NO_PROXY apply as they do for the openai client (httpx), read once here:
         # the session's trust_env reads them (and ~/.netrc) in a worker thread on every request,
@@ -74,9 +102,11 @@ class AiohttpTransport:
     async def post(self, body: dict[str, Any]) -> tuple[bytes, Mapping[str, str]]:
         aiohttp = self._aiohttp
         try:
-            async with self.session.post(self.url, data=_dumps(body), headers=self.headers, proxy=self.proxy, proxy_auth=self.proxy_auth) as r:
+            async with self.session.post(self.url, data=_dumps(body), headers=self.headers, allow_redirects=False,
+                                         proxy=self.proxy, proxy_auth=self.proxy_auth) as r:
                 content = await r.read()
-                if r.status >= 400:
+                if r.status >= 300:
+                    _refuse_redirect(r.status, r.headers)
                     raise _status_error(r.status, dict(r.headers), content, self._request)
                 return content, r.headers
         except TimeoutError:
@@ -123,7 +153,8 @@ def _status_error(status: int, headers: dict[str, str], content: bytes, request)
     return cls(message, response=response, body=err if isinstance(err, dict) else body)
 
 
-def make_transport(kind: str, base_url: str, api_key: str, timeout_s: float, connections: int):
+def make_transport(kind: str, base_url: str, api_key: str, timeout_s: float, connections: int, headers: dict[str, str] | None = None):
+    """headers: teacher.headers with `{env: NAME}` values resolved (held in memory only)."""
     if kind == "aiohttp":
-        return AiohttpTransport(base_url, api_key, timeout_s, connections)
-    return OpenAITransport(base_url, api_key, timeout_s, connections)
+        return AiohttpTransport(base_url, api_key, timeout_s, connections, headers)
+    return OpenAITransport(base_url, api_key, timeout_s, headers, connections)

@@ -21,8 +21,13 @@ output directory + same options -> byte-identical files (no timestamps, no absol
 Layout of the export directory:
   hf:      data/{train,test}-00000-of-00001.parquet, arrow/ (`save_to_disk`), README.md, ...
   others:  {train,test}.jsonl, README.md, ...
-  all:     export.json (what was exported, how), dataset_info.json (LLaMA-Factory) and
-           axolotl.yaml where that trainer reads the format.
+  all:     export.json (what was exported, how, and every file written with its sha256),
+           dataset_info.json (LLaMA-Factory) and axolotl.yaml where that trainer reads the format.
+The folder may be new, empty, or an earlier export's (only its own unchanged files are replaced);
+any other file there is refused, never touched (curator/ship/target.py).
+
+Configurations: only the samples of the latest run's configuration (endpoint, model, params,
+template: curator/sample/configs.py) unless `all_configs`.
 """
 
 from __future__ import annotations
@@ -31,15 +36,12 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-MARKER = "export.json"
 HF_DATA_FILES = {"train": "data/train-00000-of-00001.parquet", "test": "data/test-00000-of-00001.parquet"}
 HF_ARROW_DIR = "arrow"
 
@@ -49,6 +51,9 @@ from curator.ship.formats import (  # noqa: F401  (re-exported: the export's pub
     llamafactory_info, prompt_messages, SHAPERS, _slug, to_alpaca, to_hf, to_messages, to_prompt_completion, to_sharegpt,
 )
 from curator.ship.card import collect_summary, render_card
+from curator.ship.keyscan import KeyScan, scan_rows
+from curator.ship.target import MARKER, abandon, check_target, install, staging_dir
+from curator.sample.configs import current_ids
 from curator.store.layout import OutputDir
 
 
@@ -60,6 +65,8 @@ class ExportResult:
     files: list[str]
     rows: dict[str, list[dict[str, Any]]] = field(repr=False, default_factory=dict)
     summary: dict[str, Any] = field(repr=False, default_factory=dict)
+    keys: KeyScan = field(repr=False, default_factory=KeyScan)  # key-shaped strings in the exported text
+    other_configs: int = 0  # samples left out: of other configurations than the latest run's (no --all-configs)
 
 
 # ---------------------------------------------------------------- reading the output directory
@@ -68,7 +75,7 @@ _SQL = """
 SELECT s.key, s.run, s.prompt_id, s.sample_index, s.source, s.problem, s.gold, s.row_json, s.messages_json,
        s.cot, s.completion, s.cot_source, s.finish_reason, s.prompt_tokens, s.completion_tokens,
        s.reasoning_tokens, s.cached_tokens, s.cost_usd, s.model, s.endpoint, s.params_json,
-       s.accepted, s.reject_reason, v.verdicts, p.pass_rate
+       s.accepted, s.reject_reason, s.config_id, v.verdicts, p.pass_rate
 FROM samples s LEFT JOIN (
     SELECT key, list({'step': step, 'filter': filter, 'passed': passed, 'reason': reason, 'details': details} ORDER BY step) AS verdicts
     FROM verdicts GROUP BY key
@@ -83,12 +90,19 @@ def _query(con, sql: str, params: list | None = None) -> list[dict[str, Any]]:
     return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
-def load_rows(out_dir: Path, include_rejected: bool) -> list[dict[str, Any]]:
+def load_rows(out_dir: Path, include_rejected: bool, configs: set[str] | None = None) -> tuple[list[dict[str, Any]], int]:
+    """The rows to export (of the given configurations; None: all) and how many rows of other
+    configurations were left out."""
     from curator.store import catalog
 
     con = catalog.connect(out_dir, read_only=True)
     try:
-        return _query(con, _SQL + ("" if include_rejected else " WHERE s.accepted"))
+        where = "true" if include_rejected else "s.accepted"
+        if not configs:
+            return _query(con, f"{_SQL} WHERE {where}"), 0
+        ids = sorted(configs)
+        left = con.execute(f"SELECT count(*) FROM samples s WHERE {where} AND NOT list_contains(?, s.config_id)", [ids]).fetchone()[0]
+        return _query(con, f"{_SQL} WHERE {where} AND list_contains(?, s.config_id)", [ids]), left
     finally:
         con.close()
 
@@ -144,53 +158,36 @@ def _write_hf(shaped: dict[str, list[dict[str, Any]]], opts: ExportOptions, tmp:
     return files
 
 
-def _prepare_target(target: Path) -> None:
-    if target.exists():
-        if not target.is_dir():
-            raise ExportError(f"{target}: exists and is not a directory")
-        if any(target.iterdir()) and not (target / MARKER).exists():
-            raise ExportError(f"{target}: exists and is not a curator export (no {MARKER}); choose another --to or empty it")
-
-
-def _swap_in(tmp: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        target.rename(old)
-    tmp.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def default_target(out_dir: Path, opts: ExportOptions) -> Path:
     return out_dir / "export" / opts.format
 
 
 def export(out_dir: str | Path, opts: ExportOptions) -> ExportResult:
-    """Write the export of `out_dir` to `opts.to` (default OUT/export/FORMAT), replacing an earlier export there."""
+    """Write the export of `out_dir` to `opts.to` (default OUT/export/FORMAT), replacing an earlier
+    export there; a folder holding anything else is refused (curator/ship/target.py)."""
     opts.check()
     out_dir = Path(out_dir)
     if not OutputDir(out_dir).is_output_dir():
         raise ExportError(f"{out_dir}: not a curator output directory (no manifest.resolved.yaml)")
-    target = Path(opts.to) if opts.to is not None else default_target(out_dir, opts)
-    _prepare_target(target)
+    target = (Path(opts.to) if opts.to is not None else default_target(out_dir, opts)).absolute()  # `--to .` has a name
+    own = check_target(target)
 
-    rows = load_rows(out_dir, opts.include_rejected)
+    configs = None if opts.all_configs else current_ids(out_dir)
+    rows, other_configs = load_rows(out_dir, opts.include_rejected, configs)
     summary = collect_summary(out_dir, opts)
     if not rows:
         raise ExportError(
             f"{out_dir}: nothing to export: {summary['stored']} samples stored, {summary['accepted']} accepted, "
             f"{summary['rejected']} rejected, {summary['unjudged']} never judged"
             + ("; run a filter chain first (`curator filter OUT --chain ...`)" if summary["unjudged"] else "")
+            + (f"; {other_configs} of them are of other configurations than the latest run's: --all-configs takes them" if other_configs else "")
         )
     splits = split_rows(rows, opts.test_size, opts.seed)
     shaper = SHAPERS[opts.format]
     shaped = {k: [shaper(r, opts) for r in v] for k, v in splits.items()}
     name = opts.name or _slug(summary["name"])
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
+    tmp, created = staging_dir(target)
     try:
         if opts.format == "hf":
             files = _write_hf(shaped, opts, tmp)
@@ -225,14 +222,15 @@ def export(out_dir: str | Path, opts: ExportOptions) -> ExportResult:
             "sharegpt_roles": opts.sharegpt_roles if opts.format == "sharegpt" else None,
             "splits": counts,
             "files": files,
+            # The configurations exported (curator/sample/configs.py): the latest run's unless --all-configs
+            "configurations": sorted({r["config_id"] for r in rows if r["config_id"] is not None}),
         }
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         written.append(MARKER)
-        _swap_in(tmp, target)
+        install(tmp, target, own, marker)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        abandon(tmp, target, created)
         raise
-    return ExportResult(target, opts.format, counts, written, shaped, summary)
+    return ExportResult(target, opts.format, counts, written, shaped, summary, scan_rows(rows), other_configs)
 
 
 # ---------------------------------------------------------------- the Hub
@@ -260,8 +258,12 @@ def _network_error(e: BaseException) -> bool:
     return False
 
 
-def push_to_hub(result: ExportResult, opts: ExportOptions, repo_id: str, *, private: bool | None = None) -> str:
-    """Upload the export with `DatasetDict.push_to_hub`, then our card as README.md. Returns the dataset URL."""
+def push_to_hub(result: ExportResult, opts: ExportOptions, repo_id: str, *, private: bool | None = None, allow_secrets: bool = False) -> str:
+    """Upload the export with `DatasetDict.push_to_hub`, then our card as README.md. Returns the dataset URL.
+    Refused, before any call to the Hub, when the text holds key-shaped strings, unless allow_secrets."""
+    if result.keys.found and not allow_secrets:
+        raise HubError(f"not pushing to {repo_id}: the export holds {result.keys.summary()}; remove them from the data, or pass "
+                       f"--allow-secrets to publish anyway; the export is in {result.dir}")
     from huggingface_hub import HfApi, get_token
 
 

@@ -30,6 +30,7 @@ class ExportOptions:
     license: str | None = None
     name: str | None = None  # dataset name in dataset_info.json / the card
     sharegpt_roles: str = "human-gpt"
+    all_configs: bool = False  # every configuration OUT holds, not only the latest run's
 
     def check(self) -> None:
         if self.format not in FORMATS:

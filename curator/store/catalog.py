@@ -26,6 +26,11 @@ _DUCK_TYPES = {
 # The one row a key keeps, of `shards_files` (a crash can leave a key in two shards).
 DEDUP_SAMPLES = "QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq) = 1"
 
+# A sample's configuration id. Samples stored before the column existed get one derived from what
+# they recorded (endpoint, answering model, params): a template change among them cannot be told.
+CONFIG_ID_SQL = ("coalesce(config_id, 'legacy-' || left(md5(concat_ws('|', coalesce(endpoint, ''), coalesce(model, ''), "
+                 "coalesce(params_json, ''))), 8))")
+
 
 def _empty_select(schema) -> str:
     cols = ", ".join(f"CAST(NULL AS {_DUCK_TYPES[str(f.type)]}) AS {f.name}" for f in schema)
@@ -108,7 +113,7 @@ def refresh_views(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     # `shards_files`: every stored row, duplicates included, for a reader that computes its columns
     # (text lengths) before the dedup, so the texts never go through the window (the report).
     con.execute(f"CREATE OR REPLACE VIEW shards_files AS {files}")
-    con.execute(f"CREATE OR REPLACE VIEW shards_raw AS SELECT * FROM shards_files {DEDUP_SAMPLES}")
+    con.execute(f"CREATE OR REPLACE VIEW shards_raw AS SELECT * REPLACE ({CONFIG_ID_SQL} AS config_id) FROM shards_files {DEDUP_SAMPLES}")
 
     vfiles = readable_parquet(OutputDir(out_dir).verdicts, hint=hint.replace("requests its lost rows again", "judges its samples again"))
     if vfiles:

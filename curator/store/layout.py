@@ -12,7 +12,9 @@ check, the resolved manifest and the chain that wrote the verdicts.
     OUT/.lock-wIofN             held by worker I of N; its journal is OUT/journal/wIofN/
     OUT/workers.json            how many parts --worker split the run in
     OUT/workers/wIofN.json      each worker's spend, read by the others (budgets across workers)
+    OUT/live/<run>.json         a running session's per-replica figures (gone once its receipt is written)
     OUT/batches/ledger.jsonl    batch mode: uploaded files, their rows, batches, their ends
+    OUT/configs/<id>.json       each configuration a run used (endpoint, model, params, template)
 """
 
 from __future__ import annotations
@@ -89,6 +91,13 @@ class OutputDir:
         return self.path / "workers" / f"{tag}.json"
 
     @property
+    def live_dir(self) -> Path:
+        return self.path / "live"
+
+    def live(self, run_id: str) -> Path:
+        return self.live_dir / f"{run_id}.json"
+
+    @property
     def finish_lock(self) -> Path:
         return self.path / ".lock-finish"
 
@@ -99,6 +108,10 @@ class OutputDir:
     @property
     def ledger(self) -> Path:
         return self.batches / "ledger.jsonl"
+
+    @property
+    def configs(self) -> Path:
+        return self.path / "configs"
 
     @property
     def resolved_manifest(self) -> Path:

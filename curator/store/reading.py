@@ -27,7 +27,8 @@ def read_samples(out_dir: Path, keys: set[str] | None = None) -> pl.DataFrame:
     frames = []
     paths = shard_paths(out_dir)
     if paths:
-        lazy = pl.scan_parquet(paths)
+        # Shards written before a column existed (config_id) read it as null.
+        lazy = pl.scan_parquet(paths, schema=POLARS_SCHEMA, missing_columns="insert", extra_columns="ignore")
         if keys is not None:
             lazy = lazy.filter(pl.col("key").is_in(list(keys)))
         frames.append(lazy.select(list(POLARS_SCHEMA)).cast(POLARS_SCHEMA).collect())
@@ -50,8 +51,10 @@ def iter_samples(out_dir: Path, batch: int = 5_000, columns: list[str] | None = 
         again = list(seen.intersection(keys))  # only after a crash recovery re-wrote a journal
         seen.update(keys)
         # Record batches, not the whole shard: 20k traces of 6k tokens would be ~0.5 GB at once.
-        for rb in pf.iter_batches(batch_size=batch, columns=cols):
-            part = pl.from_arrow(rb).cast({c: POLARS_SCHEMA[c] for c in cols})
+        have = [c for c in cols if c in pf.schema_arrow.names]  # a shard older than a column: null
+        for rb in pf.iter_batches(batch_size=batch, columns=have):
+            part = pl.from_arrow(rb).with_columns(pl.lit(None, POLARS_SCHEMA[c]).alias(c) for c in cols if c not in have)
+            part = part.select(cols).cast({c: POLARS_SCHEMA[c] for c in cols})
             part = part.filter(~pl.col("key").is_in(again)) if again else part
             if part.height:
                 yield part

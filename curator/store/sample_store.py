@@ -118,6 +118,7 @@ class SampleStore:
         self._pending: ShardEncoder | None = None  # journaled rows not yet in a shard, encoded as they come
         self._views_fresh = False  # the catalog's views were refreshed after this store's last shard
         self.new_shards: list[Path] = []
+        self.config_id: str | None = None  # stamped on every answer this session stores (curator/sample/configs.py)
 
     def _lock(self, path: Path, mode: int, busy: str) -> None:
         name = str(path.resolve())
@@ -255,6 +256,8 @@ class SampleStore:
         for r in fresh:
             r["seq"] = self.next_seq
             self.next_seq += 1
+            if self.config_id is not None:
+                r.setdefault("config_id", self.config_id)
         if self.journal_failed is None:
             try:
                 if self._journal is None:

@@ -85,10 +85,10 @@ def check_split(out: OutputDir, part: Part | None, *, resuming: bool) -> None:
 def record_split(out: OutputDir, part: Part) -> None:
     path = out.workers_file
     if not path.is_file():
-        _write_json(path, {"workers": part.count})
+        write_json(path, {"workers": part.count})
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"  # workers never share a temp file
     tmp.write_text(json.dumps(data))
@@ -139,7 +139,7 @@ class Board:
         if not force and now - self._published < _PUBLISH_S:
             return
         self._published = now
-        _write_json(self.path, {"part": str(self.part), "run_id": self.run_id, "started": self.started, "updated": time.time(),
+        write_json(self.path, {"part": str(self.part), "run_id": self.run_id, "started": self.started, "updated": time.time(),
                                 "cost_usd": usd, "accepted": accepted, "received": received, "done": done})
 
     def others(self) -> Others:

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from curator.teacher import answers as T
+from . import hostile
 from .batch import BatchAPI, add_routes as add_batch_routes
 from .config import COT_PLACEMENTS, FAULTS, OUTCOMES, ServerConfig
 from .jsonio import _JSON_ERRORS, dumps, loads
@@ -227,6 +228,9 @@ class TeacherState:
                                      "valid JSON.)")
         if not isinstance(req, dict):
             return self._reject(400, "The request body must be a JSON object.")
+        c = self.config
+        if any(request.headers.get(k) != v for k, v in c.require_headers.items()) or any(req.get(k) != v for k, v in c.require_body.items()):
+            return self._reject(401, "Missing or wrong gateway credentials.", "invalid_api_key")
         model = req.get("model")
         if not isinstance(model, str) or model not in self.models:
             return self._reject(404, f"The model `{model}` does not exist", "model_not_found", param="model")
@@ -242,6 +246,9 @@ class TeacherState:
         else:
             mock = {}
 
+        moved = hostile.redirect(self.config.hostile)
+        if moved is not None:
+            return moved
         fault = mock.get("fault") or self._choose_fault(body)
         if fault is not None:
             resp = await self._fault(request, fault)
@@ -251,7 +258,6 @@ class TeacherState:
         messages = req.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             return self._reject(400, "`messages` must be a non-empty list of message objects.", param="messages")
-        c = self.config
         n = req.get("n")
         if n is None:
             n = 1
@@ -277,7 +283,8 @@ class TeacherState:
         seed = req.get("seed")
         resp = self.build_completion(model, messages, n, max_tokens, mock, seed if type(seed) is int else None)
         request[ANSWER_ID] = resp["id"]  # for the request log
-        return web.Response(body=dumps(resp), content_type="application/json")
+        out = dumps(hostile.apply(c.hostile, resp))
+        return await hostile.send(c.hostile, request, out) or web.Response(body=out, content_type="application/json")
 
     def build_completion(self, model: str, messages: list[dict[str, Any]], n: int, max_tokens: int | None,
                          mock: dict[str, Any], request_seed: int | None = None) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .hostile import Hostile
+
 CotPlacement = Literal["reasoning_content", "reasoning", "think", "think_unopened", "none"]
 COT_PLACEMENTS: tuple[str, ...] = ("reasoning_content", "reasoning", "think", "think_unopened", "none")
 
@@ -21,6 +23,10 @@ OUTCOMES: tuple[str, ...] = (
     "degenerate",
     "no_boxed",
 )
+# The config's file paths: resolved against the config file's folder (`from_yaml`) and checked
+# before the server starts (`check_paths`).
+PATH_FIELDS: tuple[str, ...] = ("problems", "request_log")
+
 FAULTS: tuple[str, ...] = ("429", "500", "503", "timeout", "reset", "malformed", "empty", "400", "401")
 
 
@@ -112,10 +118,17 @@ class ServerConfig(BaseModel):
     # Injected 400/500 error bodies quote the request's Authorization header, as careless proxies
     # do: tests check that curator never prints or stores such a reply unredacted.
     echo_auth: bool = False
+    # A gateway's own credentials: chat requests without these headers / top-level body fields
+    # (exact values) get a 401, as gateways that take a key in a header or in the body do.
+    require_headers: dict[str, str] = Field(default_factory=dict)
+    require_body: dict[str, Any] = Field(default_factory=dict)
     fault_burst: FaultBurst | None = None
     # JSONL file with one line per chat request (curator/teacher/reqlog.py); None: no log.
     request_log: str | None = None
     batch: BatchScript = Field(default_factory=BatchScript)
+    # Well-formed but untrustworthy answers (negative usage, content_filter, redirects, a trickled
+    # body...): curator/teacher/hostile.py.
+    hostile: Hostile = Field(default_factory=Hostile)
 
     @field_validator("mix")
     @classmethod
@@ -155,8 +168,9 @@ class ServerConfig(BaseModel):
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping at the top level")
-        if data.get("problems"):  # relative to the config file, as manifest paths are
-            data["problems"] = str((Path(path).parent / data["problems"]).resolve())
+        for field in PATH_FIELDS:  # relative to the config file, as manifest paths are
+            if isinstance(data.get(field), str) and data[field]:
+                data[field] = str((Path(path).parent / Path(data[field]).expanduser()).resolve())
         return cls.model_validate(data)
 
     @classmethod
@@ -197,10 +211,45 @@ def config_from_options(config: str | Path | None = None, config_json: str | Non
     from curator.errors import ManifestError
 
     try:
-        return _config_from_options(config, config_json, options)
+        cfg = _config_from_options(config, config_json, options)
     except (ValidationError, ValueError, OSError, yaml.YAMLError) as e:
         where = f"{config}: " if config else ""
         raise ManifestError(f"{where}bad teacher server config: {' '.join(str(e).split())[:400]}") from None
+    check_paths(cfg, config, config_json, options)
+    return cfg
+
+
+def check_paths(cfg: ServerConfig, config: str | Path | None = None, config_json: str | None = None,
+                options: dict[str, Any] | None = None) -> None:
+    """One line naming where a path came from (the config file, --config-json or the option), the
+    field and the path, instead of a traceback once the server starts."""
+    import json
+
+    from curator.errors import ManifestError, os_error_text
+
+    from_json = json.loads(config_json) if config_json else {}
+
+    def where(field: str) -> str:
+        if (options or {}).get(field) is not None:
+            return f"--{field.replace('_', '-')}"
+        if field in from_json:
+            return f"--config-json {field}"
+        return f"{config}: {field}" if config else field
+
+    if cfg.problems:
+        path = Path(cfg.problems)
+        if not path.exists():
+            raise ManifestError(f"{where('problems')}: file not found: {path}")
+        if not path.is_file():
+            raise ManifestError(f"{where('problems')}: not a file: {path}")
+    if cfg.request_log:
+        path = Path(cfg.request_log)
+        if path.is_dir():
+            raise ManifestError(f"{where('request_log')}: is a folder, not a file: {path}")
+        try:  # the server appends to it: its folder must exist or be creatable
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ManifestError(f"{where('request_log')}: cannot create the folder of {path}: {os_error_text(e)}") from None
 
 
 def _config_from_options(config, config_json, options: dict[str, Any]) -> ServerConfig:

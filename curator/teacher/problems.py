@@ -8,9 +8,16 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
+from curator.errors import ManifestError
+
 DEFAULT_GOLD = "42"
 _PREFIX = 40  # problems are indexed by their first 40 characters
 _CACHE_MAX = 200_000
+
+
+class ProblemsFileError(ManifestError, ValueError):
+    """The problems file is missing or unreadable (one line for `curator serve`; a ValueError for
+    callers that build a server from a dict)."""
 
 
 def normalize_gold(value: Any) -> str | None:
@@ -95,7 +102,17 @@ class ProblemIndex:
     ) -> ProblemIndex:
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"problems file not found: {path}")
+            raise ProblemsFileError(f"problems file not found: {path}")
+        try:
+            return cls._from_rows(path, id_column, problem_column, answer_column)
+        except (ValueError, OSError) as e:  # bad JSON, bad encoding, unreadable, unknown suffix
+            if isinstance(e, ProblemsFileError):
+                raise
+            text = " ".join(str(e).split())[:300]
+            raise ProblemsFileError(text if str(path) in text else f"problems file {path}: {text}") from None
+
+    @classmethod
+    def _from_rows(cls, path: Path, id_column: str, problem_column: str, answer_column: str) -> ProblemIndex:
         index = cls()
         for i, row in enumerate(_read_rows(path)):
             if not isinstance(row, dict):
@@ -103,7 +120,7 @@ class ProblemIndex:
             problem = row.get(problem_column)
             if not isinstance(problem, str):
                 if i == 0:
-                    raise ValueError(f"{path}: no text column {problem_column!r} (columns: {', '.join(map(str, row))})")
+                    raise ProblemsFileError(f"{path}: no text column {problem_column!r} (columns: {', '.join(map(str, row))})")
                 continue
             pid = row.get(id_column)
             index.add(str(pid) if pid is not None else str(i), problem, normalize_gold(row.get(answer_column)))

@@ -147,6 +147,8 @@ class Database:
     def close(self) -> None:
         try:
             self.con.close()
+        except duckdb.Error:
+            pass  # busy in the first load's thread (Ctrl-C right after start): the process is ending anyway
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)
 

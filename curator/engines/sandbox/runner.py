@@ -2,7 +2,8 @@
 
 `run_python(code, tests)` starts a tiny launcher (`python -I -S -c LAUNCHER`, minimal environment,
 own session) that, when it can, enters new network / mount / pid / ipc / uts namespaces, then forks
-a supervisor (pid 1 of the new pid namespace) which sets up the filesystem and forks the harness:
+a supervisor (pid 1 of the new pid namespace) which sets up the filesystem and forks the judge and
+the solution process:
 
 * network: a new network namespace (no interfaces up, not even loopback); without one (not root
   and no user namespaces) an audit hook in the harness refuses socket connect/bind/send, DNS and
@@ -12,32 +13,45 @@ a supervisor (pid 1 of the new pid namespace) which sets up the filesystem and f
   /tmp, /var/tmp, /dev/shm, /run/lock, an own size-limited tmpfs as cwd/HOME/TMPDIR, /root and /home
   masked by empty tmpfs (the interpreter's prefix bind-mounted back when it lives there), a fresh
   /proc that shows only the sandbox's processes;
-* user: as root the harness runs under its own unused uid/gid (one per run, no groups,
-  PR_SET_NO_NEW_PRIVS), so it cannot signal, ptrace or write anything of ours, and RLIMIT_NPROC
-  (not enforced for uid 0) counts only this run's processes;
+* user: as root the solution runs under its own unused uid/gid (one per run, no groups,
+  PR_SET_NO_NEW_PRIVS) and the judge under another, so the code cannot signal, ptrace or write
+  anything of ours or the judge's, and RLIMIT_NPROC (not enforced for uid 0) counts only its processes;
 * rlimits: CPU, address space, file size, open files, processes, no core dumps;
 * time: wall-clock deadline in the supervisor and again in the parent; when the supervisor (pid 1)
   exits the kernel kills every process left in the namespace (fork bombs, setsid escapes);
 * memory: besides RLIMIT_AS per process, the supervisor sums the resident memory of the whole
   namespace and kills it past `memory_mb * 2` (forked hogs);
-* output: stdout/stderr beyond `max_output_mb` kills the run; only tails are kept.
+* output: stdout/stderr beyond `max_output_mb` kills the run; only tails are kept;
+* UNIX sockets: a seccomp filter (built with libseccomp through `pyseccomp`, loaded by the
+  supervisor for itself and everything below it) makes socket(AF_UNIX) fail and disables io_uring,
+  so no socket on the filesystem (/run, /tmp, the project...) can be reached; abstract sockets are
+  per network namespace anyway. When the filter can't be built or loaded the run is refused with
+  one line (status "error"); `seccomp="skip"` is the explicit opt-out.
 
-Tests are run one unit at a time inside the harness (per assert), each result line tagged with a
-random marker that is handed to the harness over stdin (never in argv, env or a file), so a
-solution that prints cannot forge a pass. (Code running in the same interpreter could still dig the
-marker out of memory; the threat model is a model's sloppy or reward-hacking code, e.g. `exit(0)`
-or printing fake results, not an attacker targeting this harness.)
+Judging happens outside the solution's reach. The supervisor forks two processes: the judge
+(scripts/harness.py, its own uid) and the solution process (scripts/solution.py, the run's uid).
+The judge reads the tests from stdin, sends only the code to the solution process, and runs every
+test unit in its own interpreter, reaching the solution's names through pipes: plain data comes
+back as copies it compares itself, other objects as handles (see harness.py for the rules). Results
+go to the parent on a socket pair only the judge holds (fd 3), one JSON line per event. The solution
+process never sees the tests, the results pipe or the judge's memory (another uid; and the judge
+is non-dumpable when a uid must be shared, without root), so frame walking, gc, patched builtins,
+exit tricks, printed or written result lines, and objects whose __eq__ always says True gain
+nothing. Without root (no own uids, no pid namespace) the solution runs as your uid and could reach
+your other processes through /proc if ptrace is allowed between them: use root (a container) for
+hostile code.
 """
 
 from __future__ import annotations
 
-import ast
 import json
+import marshal
 import os
 import secrets
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +61,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
+
+from curator.engines.sandbox.units import split_tests
+from curator.errors import CuratorError
 
 Status = Literal["ok", "failed", "timeout", "memory", "crashed", "error"]
 
@@ -92,92 +109,65 @@ class SandboxResult:
         }
 
 
-# --------------------------------------------------------------------------------------------------
-# Splitting tests into units (one unit = one counted test)
-# --------------------------------------------------------------------------------------------------
-
-
-def _contains_assert(node: ast.AST) -> bool:
-    return any(isinstance(n, ast.Assert) for n in ast.walk(node))
-
-
-def _flattenable(body: list[ast.stmt]) -> bool:
-    """Can a function body run statement by statement at module level? (asserts, no return/yield)"""
-
-    def bad(node: ast.AST) -> bool:
-        if isinstance(node, (ast.Return, ast.Yield, ast.YieldFrom, ast.Await, ast.Global, ast.Nonlocal)):
-            return True
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-            return False  # a nested def may return
-        return any(bad(c) for c in ast.iter_child_nodes(node))
-
-    return any(_contains_assert(s) for s in body) and not any(bad(s) for s in body)
-
-
-def split_tests(tests: str | Sequence[str] | None, entry_point: str | None = None, setup: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Turn a row's tests into ordered units {"src": code, "test": bool}; setup units run but don't count.
-
-    * a list of strings: one test per string (MBPP/APPS-style asserts);
-    * a code string: every top-level statement that contains an `assert` is a test, the rest is setup;
-      with no top-level asserts but a `def check(candidate)` (HumanEval) and an entry point, the body
-      of `check` is flattened the same way with `candidate = <entry_point>`; otherwise the whole
-      string is one test (passes when it runs without an exception, e.g. a unittest script)."""
-    units: list[dict[str, Any]] = [{"src": s, "test": False} for s in setup if s and s.strip()]
-    ep = entry_point if entry_point and entry_point.isidentifier() else None
-    if tests is None:
-        return units
-    if not isinstance(tests, str):
-        items = [t for t in tests if isinstance(t, str) and t.strip()]
-        if ep and any("candidate" in t for t in items):
-            units.append({"src": f"candidate = {ep}", "test": False})
-        return units + [{"src": t, "test": True} for t in items]
-    if not tests.strip():
-        return units
-    try:
-        tree = ast.parse(tests)
-    except SyntaxError:
-        return units + [{"src": tests, "test": True}]
-    body = tree.body
-    if any(_contains_assert(s) and not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) for s in body):
-        for s in body:
-            is_test = _contains_assert(s) and not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-            units.append({"src": ast.unparse(s), "test": is_test})
-        return units
-    check = next((s for s in body if isinstance(s, ast.FunctionDef) and s.name == "check"), None)
-    if check is not None and ep:
-        arg = check.args.args[0].arg if check.args.args else "candidate"
-        for s in body:
-            if s is check:
-                continue
-            # drop a top-level call of check(...): we call it ourselves, unit by unit
-            if isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and isinstance(s.value.func, ast.Name) and s.value.func.id == "check":
-                continue
-            units.append({"src": ast.unparse(s), "test": False})
-        inner = check.body
-        if inner and isinstance(inner[0], ast.Expr) and isinstance(inner[0].value, ast.Constant) and isinstance(inner[0].value.value, str):
-            inner = inner[1:]  # docstring
-        if _flattenable(inner):
-            units.append({"src": f"{arg} = {ep}", "test": False})
-            for s in inner:
-                is_test = _contains_assert(s) and not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                units.append({"src": ast.unparse(s), "test": is_test})
-        else:
-            units.append({"src": ast.unparse(check), "test": False})
-            units.append({"src": f"check({ep})", "test": True})
-        return units
-    return units + [{"src": tests, "test": True}]
-
 # Code that runs in the child processes lives in real files (scripts/, not a package: never
 # imported), read once here and run under `python -I -S -c`, so the sandboxed user needs no read
 # access to the package's folder.
 _SCRIPTS = Path(__file__).resolve().parent / "scripts"
 _LAUNCHER = (_SCRIPTS / "launcher.py").read_text(encoding="utf-8")
 _HARNESS = (_SCRIPTS / "harness.py").read_text(encoding="utf-8")
+_SOLUTION = (_SCRIPTS / "solution.py").read_text(encoding="utf-8")
+_BOOT = (_SCRIPTS / "boot.py").read_text(encoding="utf-8")
+_COMPILED: dict[str, bytes] = {}
+
+
+def _program(name: str, source: str, python: str) -> bytes:
+    """A script for scripts/boot.py: compiled once and marshal'd when the sandbox runs our
+    interpreter (marshal is version-specific), else its source; length-prefixed."""
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        if name not in _COMPILED:
+            _COMPILED[name] = b"M" + marshal.dumps(compile(source, name, "exec"))
+        data = _COMPILED[name]
+    else:
+        data = b"S" + source.encode()
+    return len(data).to_bytes(8, "big") + data
+
+
+_BPF: bytes | None = None
+
+
+def seccomp_filter() -> bytes:
+    """The BPF program the sandbox loads: socket(AF_UNIX) fails with EACCES, io_uring is ENOSYS (its
+    ops would bypass the socket rule), ptrace / process_vm_* / pidfd_getfd are EPERM (no reaching
+    into another process), calls from a foreign ABI kill the process (libseccomp's default). Raises SeccompUnavailable when libseccomp (the pyseccomp package) can't build it."""
+    global _BPF
+    if _BPF is None:
+        try:
+            import errno
+            import socket
+
+            import pyseccomp as sc
+
+            f = sc.SyscallFilter(sc.ALLOW)
+            f.add_rule(sc.ERRNO(errno.EACCES), "socket", sc.Arg(0, sc.EQ, socket.AF_UNIX))
+            f.add_rule(sc.ERRNO(errno.ENOSYS), "io_uring_setup")
+            for call in ("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd"):
+                f.add_rule(sc.ERRNO(errno.EPERM), call)
+            with tempfile.TemporaryFile() as t:
+                f.export_bpf(t)
+                t.seek(0)
+                _BPF = t.read()
+        except Exception as e:  # ImportError, OSError (no libseccomp.so.2), RuntimeError
+            raise SeccompUnavailable(f"{type(e).__name__}: {e}") from None
+    return _BPF
 
 
 # --------------------------------------------------------------------------------------------------
 # Parent side
 # --------------------------------------------------------------------------------------------------
+
+class SeccompUnavailable(CuratorError):
+    """libseccomp can't build the sandbox's filter on this machine."""
+
 
 _uid_lock = threading.Lock()
 _uids_in_use: set[int] = set()
@@ -206,6 +196,13 @@ def _expose_paths(python: str) -> list[str]:
     cands = {os.path.realpath(c) for c in cands if c}
     under = [c for c in cands if any(c == m or c.startswith(m + "/") for m in MASKED_DIRS + TMP_DIRS)]
     return sorted(c for c in under if not any(o != c and c.startswith(o.rstrip("/") + "/") for o in under))
+
+
+def _site_paths(python: str) -> list[str]:
+    """Our site-packages folders, for the judge (a fork of the `-S` launcher) when it runs our interpreter."""
+    if os.path.realpath(python) != os.path.realpath(sys.executable):
+        return []
+    return [p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages") and os.path.isdir(p)]
 
 
 def _minimal_env(workdir: str) -> dict[str, str]:
@@ -280,12 +277,15 @@ def run_python(
     isolation: Literal["auto", "basic"] = "auto",
     uid: int | None = None,
     python: str | None = None,
+    seccomp: Literal["require", "skip"] = "require",
 ) -> SandboxResult:
     """Run `code`, then each test of `tests` (see `split_tests`), in a sandboxed subprocess.
 
     isolation="auto" uses namespaces when the kernel lets us; "basic" skips them (rlimits, own uid
     when root, and the audit hook only). uid: the uid to run as when we are root (default: a fresh
-    unused one per run). python: the interpreter (default: ours)."""
+    unused one per run; the judge gets another). python: the interpreter (default: ours).
+    seccomp="require" (default) refuses to run (status "error", one line) when the filter that
+    denies UNIX sockets can't be built or loaded; "skip" is the explicit, weaker opt-out."""
     if os.name != "posix" or not sys.platform.startswith("linux"):
         raise RuntimeError("curator.engines.sandbox needs Linux")
     if uid == 0:
@@ -296,23 +296,44 @@ def run_python(
     total = len(test_idx)
     python = python or sys.executable
     marker = ("@@curator-sandbox-" + secrets.token_hex(16) + "@@").encode()
+    bpf = b""
+    if seccomp == "require":
+        try:
+            bpf = seccomp_filter()
+        except SeccompUnavailable as e:
+            return SandboxResult(0, total, "error", error=f"sandbox: seccomp unavailable ({e}): cannot block UNIX sockets; "
+                                 "install libseccomp2 and pyseccomp, or opt out with seccomp='skip'", duration_s=time.monotonic() - t0)
     is_root = os.geteuid() == 0
     run_uid = (uid if uid is not None else _alloc_uid()) if is_root else None
+    judge_uid = _alloc_uid() if is_root else None
     workdir = tempfile.mkdtemp(prefix="curator-sbx-")
+    # The results channel is a socket pair, not a pipe: a pipe can be reopened for writing through
+    # /proc/<holder>/fd/N by anything that may ptrace the holder; a socket can't be opened at all.
+    res_r, res_w = (s.detach() for s in socket.socketpair())
+    os.set_inheritable(res_r, False)
     try:
         if run_uid is not None:
-            os.chown(workdir, run_uid, run_uid)
-        os.chmod(workdir, 0o700)
+            # the solution owns the folder; the judge (its group) reads what it wrote there
+            os.chown(workdir, run_uid, judge_uid if judge_uid is not None else run_uid)
+            os.chmod(workdir, 0o770)
+        else:
+            os.chmod(workdir, 0o700)
         cpu = max(1, int(timeout_s + 0.999))
         file_b = max_file_mb * 1024 * 1024
         mem_b = memory_mb * 1024 * 1024
         cfg = {
             "marker": marker.decode(),
             "namespaces": isolation == "auto",
-            "uid": run_uid,
+            "uid": judge_uid,
+            "sol_uid": run_uid,
+            "boot": _BOOT,
+            "solution_program": _program("solution.py", _SOLUTION, python).hex(),
+            "harness_code": _program("harness.py", _HARNESS, python)[8:].hex(),
+            "seccomp": bpf.hex(),
+            "site_paths": _site_paths(python),
+            "results_fd": res_w,
             "workdir": workdir,
             "python": python,
-            "harness": _HARNESS,
             "env": _minimal_env(workdir),
             "expose": _expose_paths(python),
             "tmp_dirs": list(TMP_DIRS),
@@ -331,14 +352,15 @@ def run_python(
             ],
         }
         cfg_b = json.dumps(cfg).encode()
-        payload = json.dumps({"marker": marker.decode(), "code": code, "units": units}).encode()
-        stdin_data = len(cfg_b).to_bytes(8, "big") + cfg_b + payload
+        payload = json.dumps({"code": code, "units": units, "entry_point": entry_point}).encode()
+        stdin_data = _program("launcher.py", _LAUNCHER, python) + len(cfg_b).to_bytes(8, "big") + cfg_b + payload
         out = _Stream(marker)
         err = _Stream(marker)
+        res = _Stream(b"")
         killed_by_parent = None
         try:
             proc = subprocess.Popen(
-                [python, "-I", "-S", "-c", _LAUNCHER],
+                [python, "-I", "-S", "-c", _BOOT, "0"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -346,28 +368,40 @@ def run_python(
                 env=_minimal_env(workdir),
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=(res_w,),
             )
         except OSError as e:
             return SandboxResult(0, total, "error", error=f"cannot start the sandbox: {e}", duration_s=time.monotonic() - t0, uid=run_uid)
+        finally:
+            os.close(res_w)
+            res_w = -1
         try:
-            killed_by_parent = _pump(proc, stdin_data, out, err, deadline=t0 + timeout_s + 5.0, max_output=max_output_mb * 1024 * 1024)
+            killed_by_parent = _pump(proc, stdin_data, out, err, res_r, res, deadline=t0 + timeout_s + 5.0, max_output=max_output_mb * 1024 * 1024)
         finally:
             _reap(proc)
-        return _result(out, err, total, test_idx, killed_by_parent, time.monotonic() - t0, run_uid)
+        return _result(out, err, res, total, test_idx, killed_by_parent, time.monotonic() - t0, run_uid)
     finally:
+        for fd in (res_r, res_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
         shutil.rmtree(workdir, ignore_errors=True)
         if uid is None:
             _free_uid(run_uid)
+        _free_uid(judge_uid)
 
 
-def _pump(proc: subprocess.Popen, stdin_data: bytes, out: _Stream, err: _Stream, *, deadline: float, max_output: int) -> str | None:
-    """Feed stdin, drain stdout/stderr until both close; returns why we killed it, if we did."""
+def _pump(proc: subprocess.Popen, stdin_data: bytes, out: _Stream, err: _Stream, res_fd: int, res: _Stream, *, deadline: float, max_output: int) -> str | None:
+    """Feed stdin, drain stdout/stderr/results until all close; returns why we killed it, if we did."""
     sel = selectors.DefaultSelector()
     assert proc.stdin and proc.stdout and proc.stderr
     os.set_blocking(proc.stdin.fileno(), False)
     sel.register(proc.stdin, selectors.EVENT_WRITE)
     sel.register(proc.stdout, selectors.EVENT_READ, out)
     sel.register(proc.stderr, selectors.EVENT_READ, err)
+    sel.register(res_fd, selectors.EVENT_READ, res)
     pos = 0
     killed = None
     exited_at = None
@@ -395,7 +429,7 @@ def _pump(proc: subprocess.Popen, stdin_data: bytes, out: _Stream, err: _Stream,
                         proc.stdin.close()
                     continue
                 try:
-                    data = os.read(key.fileobj.fileno(), 65536)
+                    data = os.read(key.fd, 65536)
                 except OSError:
                     data = b""
                 if not data:
@@ -445,32 +479,42 @@ def _reap(proc: subprocess.Popen) -> None:
             pass
 
 
-def _result(out: _Stream, err: _Stream, total: int, test_idx: list[int], killed_by_parent: str | None, duration: float, run_uid: int | None) -> SandboxResult:
+def _result(out: _Stream, err: _Stream, res: _Stream, total: int, test_idx: list[int], killed_by_parent: str | None, duration: float, run_uid: int | None) -> SandboxResult:
     info: dict[str, Any] = {}
-    started = done = False
+    started = done = gone = False
     killed = None
-    exit_signal = None
+    exit_signal = sol_signal = None
     sol_err = None
     mem_seen = False
     unit_res: dict[int, dict[str, Any]] = {}
+    # The supervisor's events come on stdout, tagged with the run's marker; the judge's come on
+    # their own pipe (results), which only the judge holds: no line the solution prints counts.
     for ev in out.events:
         if "info" in ev and not info:
             info = ev["info"]
-        elif "start" in ev:
+        elif "killed" in ev:
+            killed = killed or ev["killed"]
+        elif "exit" in ev:
+            exit_signal = ev.get("signal")
+        elif "sol_signal" in ev:
+            sol_signal = ev["sol_signal"]
+    for ev in res.events:
+        if not isinstance(ev, dict):
+            continue
+        if "start" in ev:
             started = True
         elif "sol" in ev:
             if not ev["sol"]:
                 sol_err = ev.get("err")
             mem_seen = mem_seen or bool(ev.get("mem"))
+            gone = gone or bool(ev.get("gone"))
         elif "u" in ev:
             unit_res.setdefault(int(ev["u"]), ev)
             mem_seen = mem_seen or bool(ev.get("mem"))
+        elif "gone" in ev:
+            gone = True
         elif "done" in ev:
             done = True
-        elif "killed" in ev:
-            killed = killed or ev["killed"]
-        elif "exit" in ev:
-            exit_signal = ev.get("signal")
     tests = []
     for i in test_idx:
         r = unit_res.get(i)
@@ -481,13 +525,19 @@ def _result(out: _Stream, err: _Stream, total: int, test_idx: list[int], killed_
     stderr_tail = err.text()
     error = sol_err or setup_err or first_fail
     killed = killed or killed_by_parent
-    if killed == "timeout" or exit_signal in (signal.SIGXCPU,):
+    cpu = signal.SIGXCPU in (exit_signal, sol_signal)
+    if killed == "timeout" or cpu:
         status: Status = "timeout"
-        error = f"timed out ({'cpu' if exit_signal == signal.SIGXCPU else 'wall clock'})"
+        error = f"timed out ({'cpu' if cpu else 'wall clock'})"
     elif killed == "memory":
         status, error = "memory", "memory limit (all processes together)"
     elif killed == "output":
         status, error = "crashed", "output limit exceeded"
+    elif gone and mem_seen:
+        status, error = "memory", error or "MemoryError"
+    elif gone:
+        status = "crashed"
+        error = f"the solution process died (signal {sol_signal})" if sol_signal else "the solution process exited before the tests finished"
     elif done:
         status = "ok" if passed == total else ("memory" if mem_seen else "failed")
     elif not started:

@@ -6,8 +6,9 @@ with `source: cot_and_completion`, of the CoT followed by the completion). Tests
 list, or a test-code string (every top-level assert is a test; HumanEval's `def check(candidate)`
 is flattened with the row's `entry_point`). MBPP's `test_setup_code` / `test_imports` run first.
 
-Each sample runs in its own sandboxed subprocess (own uid, no network, rlimits, wall clock); up to
-`workers` at a time from a thread pool (the work is in the subprocesses). A sample passes when its
+Each sample runs in its own sandboxed subprocesses (no network, no UNIX sockets, rlimits, wall clock;
+the tests run in a judge process the solution can't reach, see docs/CONTRACTS.md); up to `workers`
+at a time from a thread pool (the work is in the subprocesses). A sample passes when its
 pass rate reaches `min_pass_rate`. Reasons: `no_code`, `no_tests`, `tests_failed`, `timeout`,
 `memory`, `crashed`, `sandbox_error` (the sandbox itself could not start; the filter raises when
 that happens to every sample of a batch), `skipped` (with `skip_rejected`).
@@ -102,6 +103,7 @@ class CodeExec(SampleFilter):
         min_pass_rate: float = Field(1.0, ge=0.0, le=1.0)
         workers: int = Field(2, ge=1, le=256, description="samples run at the same time")
         skip_rejected: bool = Field(False, description="don't run samples an earlier step rejected (reason `skipped`)")
+        seccomp: Literal["require", "skip"] = Field("require", description="`skip`: run even where the filter denying UNIX sockets can't load (weaker)")
 
     def apply(self, df: pl.DataFrame) -> pl.DataFrame:
         p: CodeExec.Params = self.params  # type: ignore[assignment]
@@ -176,4 +178,5 @@ class CodeExec(SampleFilter):
             memory_mb=p.memory_mb,
             max_processes=p.max_processes,
             max_file_mb=p.max_file_mb,
+            seccomp=p.seccomp,
         )

@@ -1,7 +1,10 @@
 """`length`: the sample fits the student's sequence length, and its text has not degenerated.
 
-Bounds (reason `too_long` / `too_short`): tokens come from the server's usage block when present
-(`reasoning_tokens`, `completion_tokens`, `prompt_tokens`), else chars / chars_per_token.
+Bounds (reason `too_long` / `too_short`): the CoT's and the completion's tokens are the larger of
+the server's count (`reasoning_tokens`, `completion_tokens`) and the stored text's chars /
+chars_per_token: a teacher's usage can make an answer longer (hidden reasoning, its tokenizer),
+never shorter than its text (a 20 MB answer reported as 100 tokens is too long). The prompt's
+tokens are `prompt_tokens`, else its chars / chars_per_token.
 `max_total_tokens` (the student's max sequence length) counts prompt + CoT + completion.
 
 Degeneration, measured on the CoT and on the completion separately (the final summary may restate
@@ -160,12 +163,13 @@ class LengthFilter(SampleFilter):
         cot_c, comp_c = _str_len(df, "cot"), _str_len(df, "completion")
         prompt_c = _str_len(df, "messages_json") if "messages_json" in df.columns else _str_len(df, "problem")
         rt, ct, pt = _num(df, "reasoning_tokens"), _num(df, "completion_tokens"), _num(df, "prompt_tokens")
+        reported_comp = pl.when(ct.is_not_null() & rt.is_not_null()).then(ct - rt)
         return df.select(
             cot_c.alias("cot_chars"),
             comp_c.alias("completion_chars"),
-            rt.fill_null(cot_c / cpt).round().cast(pl.Int64).alias("cot_tokens"),
-            pl.when(ct.is_not_null() & rt.is_not_null()).then(ct - rt).otherwise(comp_c / cpt).round().cast(pl.Int64).alias("completion_tokens"),
-            (pt.fill_null(prompt_c / cpt) + ct.fill_null((cot_c + comp_c) / cpt)).round().cast(pl.Int64).alias("total_tokens"),
+            pl.max_horizontal(rt, cot_c / cpt).round().cast(pl.Int64).alias("cot_tokens"),
+            pl.max_horizontal(reported_comp, comp_c / cpt).round().cast(pl.Int64).alias("completion_tokens"),
+            (pt.fill_null(prompt_c / cpt) + pl.max_horizontal(ct, (cot_c + comp_c) / cpt)).round().cast(pl.Int64).alias("total_tokens"),
         )
 
     def apply(self, df: pl.DataFrame) -> pl.DataFrame:

@@ -1,6 +1,8 @@
-"""The sandbox launcher: a script, never imported. The parent runs it as `python -I -S -c SOURCE`
-as the caller (root here); it reads its config from stdin (length-prefixed), enters namespaces,
-forks the supervisor, which forks the harness (scripts/harness.py) with dropped privileges."""
+"""The sandbox launcher: a script, never imported. The parent runs it through scripts/boot.py
+(`python -I -S -c BOOT 0`, program on stdin) as the caller (root here); it reads its config from
+stdin (length-prefixed), enters namespaces, forks the supervisor, which forks the judge
+(scripts/harness.py, in this interpreter) and the solution process (scripts/solution.py, a fresh
+one), each with dropped privileges."""
 import os, json, signal, time
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -8,6 +10,7 @@ CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
+PR_SET_DUMPABLE, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 4, 22, 2
 
 
 def readn(n):
@@ -68,7 +71,7 @@ def unescape(s):
 
 
 def setup_fs():
-    uid, gid = cfg["uid"], cfg["uid"]
+    uid, gid = cfg["sol_uid"], cfg["sol_uid"]
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     # Keep handles on what we re-expose under masked dirs before masking them.
     expose = []
@@ -121,7 +124,9 @@ def setup_fs():
         os.close(fd)
     wd = cfg["workdir"]
     os.makedirs(wd, exist_ok=True)
-    mount("tmpfs", wd, "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=700,uid=%d,gid=%d" % (cfg["work_mb"], uid, gid))
+    # The solution owns it; the judge (its group) may read what the solution wrote there.
+    gid = cfg["uid"] if cfg["uid"] is not None else gid
+    mount("tmpfs", wd, "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=770,uid=%d,gid=%d" % (cfg["work_mb"], uid, gid))
     prot.append("tmpfs_home")
     try:
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -131,25 +136,91 @@ def setup_fs():
         return False
 
 
-def exec_harness():
+def place(fds):
+    """Put fds {target: source} at their targets and close every other fd above 2."""
+    import fcntl
+    tmp = {t: fcntl.fcntl(src, fcntl.F_DUPFD_CLOEXEC, 500) for t, src in fds.items()}
+    lo = 3
+    for k in sorted(tmp.values()):
+        os.closerange(lo, k)
+        lo = k + 1
+    os.closerange(lo, 1 << 16)
+    for t, fd in tmp.items():
+        os.dup2(fd, t)
+        os.close(fd)
+
+
+def start_child(role, fds):
+    # role "solution": a fresh interpreter (scripts/solution.py) under the run's uid, holding only
+    # its two pipes. role "judge": this interpreter, forked (no second interpreter start), under
+    # the judge's uid, runs scripts/harness.py; it holds the results fd.
     try:
         import resource
+        if role == "solution":
+            fd = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(fd, 0)
+            os.close(fd)
+            code_r, code_w = os.pipe()
+            data = bytes.fromhex(cfg["solution_program"])
+            while data:
+                data = data[os.write(code_w, data[:16384]):]
+            os.close(code_w)
+            fds = dict(fds)
+            fds[6] = code_r
+        place(fds)
         for name, soft, hard in cfg["rlimits"]:
             resource.setrlimit(getattr(resource, name), (soft, hard))
-        if cfg["uid"] is not None and is_root:
+        uid = cfg["uid"] if role == "judge" else cfg["sol_uid"]
+        if uid is not None and is_root:
             os.setgroups([])
-            os.setgid(cfg["uid"])
-            os.setuid(cfg["uid"])
+            os.setgid(uid)
+            os.setuid(uid)
         os.chdir(cfg["workdir"])
-        os.execve(cfg["python"], [cfg["python"], "-I", "-B", "-c", cfg["harness"], "hook" if "netns" not in prot else "nohook"], cfg["env"])
+        if role == "solution":
+            # scripts/boot.py reads the server's code from fd 6 (filled here: it fits the pipe)
+            argv = [cfg["python"], "-I", "-B", "-c", cfg["boot"], "6", "hook" if "netns" not in prot else "nohook"]
+            os.execve(cfg["python"], argv, cfg["env"])
+        import sys
+        shared = cfg["uid"] is None or not is_root or cfg["uid"] == cfg["sol_uid"]
+        sys.argv = ["-c", "shared" if shared else "own"]
+        sys.path.extend(cfg["site_paths"])  # the tests may import numpy & co (no .pth files run)
+        sys.dont_write_bytecode = True
+        os.environ.clear()
+        os.environ.update(cfg["env"])
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        data = bytes.fromhex(cfg["harness_code"])  # as for scripts/boot.py: marshal'd or source
+        if data[:1] == b"M":
+            import marshal
+            code = marshal.loads(data[1:])
+        else:
+            code = compile(data[1:].decode(), "harness.py", "exec")
     except BaseException as e:
         try:
             hint = ""
             if isinstance(e, PermissionError) and cfg["uid"] is not None:
-                hint = " (is the interpreter reachable by uid %d? pass python=...)" % cfg["uid"]
-            os.write(2, ("sandbox launcher: cannot start the harness: %r%s\n" % (e, hint)).encode())
+                hint = " (is the interpreter reachable by uid %d? pass python=...)" % cfg["sol_uid"]
+            os.write(2, ("sandbox launcher: cannot start the %s: %r%s\n" % (role, e, hint)).encode())
         finally:
             os._exit(125)
+    try:
+        exec(code, {"__name__": "__main__"})
+    finally:
+        os._exit(0)
+
+
+def load_seccomp():
+    # The filter (built by the parent with libseccomp) denies socket(AF_UNIX) and io_uring: no
+    # UNIX socket anywhere on the filesystem can be reached, whatever the mounts show.
+    bpf = bytes.fromhex(cfg["seccomp"])
+    buf = ctypes.create_string_buffer(bpf, len(bpf))
+
+    class Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    prog = Prog(len(bpf) // 8, ctypes.addressof(buf))
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP): " + os.strerror(ctypes.get_errno()))
 
 
 def kill_uid(uid):
@@ -217,6 +288,7 @@ def rss_total():
 def supervise():
     if libc is not None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
         if mode != "full":
             libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     own_proc = False
@@ -227,24 +299,45 @@ def supervise():
             os.write(2, ("sandbox launcher: filesystem setup failed: %s\n" % (e,)).encode())
             os._exit(125)
     if cfg["uid"] is not None and is_root:
-        prot.append("setuid:%d" % cfg["uid"])
+        prot.append("setuid:%d" % cfg["sol_uid"])
     # Inherited by the harness and kept across execve: setuid binaries (su, sudo) gain nothing.
     if libc is not None and libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0:
         prot.append("no_new_privs")
+    if cfg["seccomp"]:
+        try:
+            if libc is None:
+                raise OSError("ctypes is unavailable")
+            load_seccomp()
+        except OSError as e:
+            os.write(2, ("sandbox: cannot install the seccomp filter (%s); refusing to run without it\n" % (e,)).encode())
+            os._exit(125)
+        prot.append("seccomp")
     if "netns" not in prot:
         prot.append("audit_hook")
     prot.append("rlimits")
     if own_proc:
         prot.append("mem_monitor")
-    report({"info": {"protections": prot, "uid": cfg["uid"] if is_root else None}})
+    if cfg["uid"] is not None and is_root and cfg["sol_uid"] != cfg["uid"]:
+        prot.append("judge_uid:%d" % cfg["uid"])
+    prot.append("judge_process")
+    report({"info": {"protections": prot, "uid": cfg["sol_uid"] if is_root else None}})
+    res_fd = cfg["results_fd"]
+    req_r, req_w = os.pipe()
+    rep_r, rep_w = os.pipe()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
     hpid = os.fork()
     if hpid == 0:
+        start_child("judge", {3: res_fd, 4: req_w, 5: rep_r})
+    spid = os.fork()
+    if spid == 0:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-        exec_harness()
+        start_child("solution", {4: req_r, 5: rep_w})
+    for fd in (res_fd, req_r, req_w, rep_r, rep_w):
+        os.close(fd)
     deadline = time.monotonic() + cfg["wall_s"]
     killed = None
     st = None
+    sst = None
     while True:
         try:
             pid, s = os.waitpid(-1, os.WNOHANG)
@@ -253,8 +346,10 @@ def supervise():
         if pid == hpid:
             st = s
             break
+        if pid == spid:
+            sst = s
         if pid:
-            continue  # reaped an orphan (we are init of the namespace)
+            continue  # the solution, or an orphan (we are init of the namespace)
         now = time.monotonic()
         if now >= deadline:
             killed = "timeout"
@@ -263,6 +358,25 @@ def supervise():
             killed = "memory"
             break
         signal.sigtimedwait({signal.SIGCHLD}, min(0.05, deadline - now))
+    if sst is None and not killed:
+        # The judge is done: the solution sees its pipe close and exits; if it died first, say how.
+        end = time.monotonic() + 0.5
+        while sst is None and time.monotonic() < end:
+            try:
+                pid, s = os.waitpid(spid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid:
+                sst = s
+            else:
+                signal.sigtimedwait({signal.SIGCHLD}, 0.02)
+    if sst is not None and os.WIFSIGNALED(sst):
+        report({"sol_signal": os.WTERMSIG(sst)})
+    if sst is None:
+        try:
+            os.kill(spid, signal.SIGKILL)
+        except OSError:
+            pass
     if killed:
         report({"killed": killed})
         try:
@@ -277,6 +391,8 @@ def supervise():
     if mode != "full":
         if cfg["uid"] is not None and is_root:
             kill_uid(cfg["uid"])
+            if cfg["sol_uid"] != cfg["uid"]:
+                kill_uid(cfg["sol_uid"])
         kill_descendants()
     os._exit(0)  # as pid 1 of the namespace: the kernel now kills whatever is left in it
 
@@ -287,6 +403,7 @@ if child == 0:
         supervise()
     finally:
         os._exit(125)
+os.close(cfg["results_fd"])  # only the judge writes results
 
 
 def on_term(signum, frame):
