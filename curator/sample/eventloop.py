@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import gc
 from contextlib import contextmanager
-from typing import Any, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 _THRESHOLDS = (50_000, 20, 10)
 
