@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from contextlib import contextmanager
 from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 _THRESHOLDS = (50_000, 20, 10)
