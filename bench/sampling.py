@@ -69,6 +69,14 @@ def _servers(k: int, latency_ms: float) -> list[ServerProcess]:
     return [ServerProcess(ServerConfig.load({"latency_ms": latency_ms, "cot_words": 60})) for _ in range(k)]
 
 
+def _server_cpu(servers: list[ServerProcess]) -> float:
+    """CPU seconds the teacher processes used so far: on a small machine they share the cores with
+    the client, so their CPU per request is part of the ceiling."""
+    import psutil
+
+    return sum(sum(psutil.Process(s.proc.pid).cpu_times()[:2]) for s in servers)
+
+
 def one(tmp: Path, requests: int, latency_ms: float, concurrency: int, http: str = "openai", replicas: int = 1) -> dict:
     rows = [{"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(requests)]
     data = tmp / f"p{latency_ms}-{http}.jsonl"
@@ -88,10 +96,12 @@ output: {tmp / f'out{latency_ms}-{http}'}
 """
         )
         manifest = load_manifest(m)
+        s0 = _server_cpu(servers)
         with PeakRss() as mem:
             c0, t0 = cpu(), time.perf_counter()
             res = run_manifest(manifest, progress=False)
             wall, used = time.perf_counter() - t0, cpu() - c0
+        served = _server_cpu(servers) - s0
     finally:
         for s in servers:
             s.stop()
@@ -100,7 +110,7 @@ output: {tmp / f'out{latency_ms}-{http}'}
     loop_rps = requests / res.stats.sampling_s
     out = {"http": http, "latency_ms": latency_ms, "concurrency": concurrency, "requests": requests, "wall_s": round(wall, 2),
            "requests_per_s": round(rps, 1), "sampling_loop_s": round(res.stats.sampling_s, 2), "loop_requests_per_s": round(loop_rps, 1),
-           "client_cpu_s_per_1k": round(used / requests * 1000, 3), "replicas": replicas,
+           "client_cpu_s_per_1k": round(used / requests * 1000, 3), "teacher_cpu_s_per_1k": round(served / requests * 1000, 3), "replicas": replicas,
            "client_kb_per_in_flight": mem.per_request_kb(min(concurrency, requests))}
     if latency_ms:
         bound = concurrency / (latency_ms / 1000)
@@ -135,14 +145,17 @@ def bare(requests: int, latency_ms: float, concurrency: int, replicas: int = 1) 
             return time.perf_counter() - t
 
     try:
+        s0 = _server_cpu(servers)
         with PeakRss() as mem:
             c0 = cpu()
             wall = asyncio.run(go())
             used = cpu() - c0
+        served = _server_cpu(servers) - s0
     finally:
         for s in servers:
             s.stop()
     return {"http": "bare", "latency_ms": latency_ms, "requests_per_s": round(requests / wall, 1), "client_cpu_s_per_1k": round(used / requests * 1000, 3),
+            "teacher_cpu_s_per_1k": round(served / requests * 1000, 3),
             "client_kb_per_in_flight": mem.per_request_kb(min(concurrency, requests))}
 
 
@@ -160,7 +173,8 @@ def main() -> None:
             base = bare(a.requests, latency, a.concurrency, a.replicas)
             bound = f", {base['requests_per_s'] / (a.concurrency / (latency / 1000)):.0%} of the latency bound" if latency else ""
             print(f"baseline (bare aiohttp, no storage) latency {latency:>3.0f} ms, {a.concurrency} in flight over {a.replicas} teacher(s): "
-                  f"{base['requests_per_s']:,.0f} req/s{bound}, client CPU {base['client_cpu_s_per_1k']:.2f} s/1k req, "
+                  f"{base['requests_per_s']:,.0f} req/s{bound}, client CPU {base['client_cpu_s_per_1k']:.2f} s/1k req "
+                  f"(teacher {base['teacher_cpu_s_per_1k']:.2f}), "
                   f"client memory {base['client_kb_per_in_flight']:.1f} kB per request in flight", flush=True)
             for http in a.http:
                 r = one(Path(d), a.requests, latency, a.concurrency, http, a.replicas)
@@ -172,7 +186,7 @@ def main() -> None:
 def report(r: dict) -> None:
     line = (f"http {r['http']:<7} latency {r['latency_ms']:>3.0f} ms, {r['concurrency']} in flight: "
             f"{r['requests_per_s']:,.0f} req/s end to end, {r['loop_requests_per_s']:,.0f} req/s in the request loop, "
-            f"client CPU {r['client_cpu_s_per_1k']:.2f} s/1k req, client memory {r['client_kb_per_in_flight']:.1f} kB per request in flight")
+            f"client CPU {r['client_cpu_s_per_1k']:.2f} s/1k req (teacher {r['teacher_cpu_s_per_1k']:.2f}), client memory {r['client_kb_per_in_flight']:.1f} kB per request in flight")
     if "ratio_to_bound" in r:
         line += (f"; of the latency bound ({r['latency_bound_rps']:,.0f} req/s): {r['ratio_to_bound']:.0%} end to end, "
                  f"{r['loop_ratio_to_bound']:.0%} in the loop")

@@ -31,6 +31,7 @@ from curator.judge.runner import IncrementalJudge
 from curator.redact import register_secret, resolve_env
 from curator.sample.cost import find_price, warn_unknown
 from curator.sample.configs import check_at_start
+from curator.sample.loop import fewer_collections, run_loop
 from curator.sample.progress import RunProgress
 from curator.sample.per_prompt import PerPromptPlan
 from curator.sample.sampler import FatalRequestError, Job, JobFeed, Sampler, Stats, normalise_endpoint, request_params, sample_key
@@ -78,10 +79,7 @@ def prompt_jobs(manifest: Manifest) -> tuple[list[Job], str]:
     upto = max(manifest.teacher.params.n, per_prompt.max_samples if per_prompt else 0)
     out = []
     for p in problems:
-        ctx = dict(p.row)
-        ctx.setdefault("problem", p.problem)
-        ctx.setdefault("gold", p.gold)
-        ctx.setdefault("id", p.id)
+        ctx = {"problem": p.problem, "gold": p.gold, "id": p.id, **p.row}  # the row's own columns win
         messages = renderer.render(ctx, p.at, manifest.limits.max_prompt_bytes)  # every row before anything is sent
         keys = {i: sample_key(manifest.teacher.base_url, manifest.teacher.model, messages, params, i) for i in range(upto)}
         out.append(Job(p, messages, [], keys))
@@ -249,6 +247,11 @@ class RunContext:
 def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "run", detach: bool = False,
                  part: Part | None = None) -> RunResult:
     """part: run as worker I of N on a shared OUT (curator/store/workers.py)."""
+    with fewer_collections():  # curator/sample/loop.py
+        return _run_manifest(manifest, progress, command, detach, part)
+
+
+def _run_manifest(manifest: Manifest, progress: bool, command: str, detach: bool, part: Part | None) -> RunResult:
     out = OutputDir(manifest.output_dir)
     check_split(out, part, resuming=command == "resume")
     if part is not None and manifest.teacher.mode == "batch":
@@ -310,7 +313,7 @@ def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "r
 
                     run_batches(ctx, detach=detach)
                 else:
-                    _run_loop(_sample(ctx))
+                    run_loop(_sample(ctx))
         except (FatalRequestError, StoreError) as e:
             error = e
         except KeyboardInterrupt:
@@ -386,12 +389,6 @@ def _drift_monitor(out_dir: Path):
         rows = [dict(zip(names, r)) for r in first] + [dict(zip(names, r)) for r in reversed(last) if r[0] not in seen]
         monitor.prime(rows)
     return monitor
-
-
-def _run_loop(coro) -> None:
-    from curator.sample.loop import run_session
-
-    run_session(coro)
 
 
 async def _drain(queue: asyncio.Queue) -> tuple[list[dict[str, Any]], bool]:
@@ -534,9 +531,9 @@ def write_receipt(ctx: RunContext, complete: bool) -> Path:
 def _record_run(ctx: RunContext, complete: bool, receipt: Path) -> None:
     stats = ctx.stats
     ctx.store.compact()
-    catalog.record_run(ctx.out_dir, [ctx.run_id, ctx.manifest.name, ctx.command, "complete" if complete else (stats.stop_reason or "incomplete"),
-                                     ctx.started, time.time(), stats.requests, stats.stored, stats.prompt_tokens, stats.completion_tokens,
-                                     stats.cost_usd, str(receipt)])
+    ctx.store.record_run([ctx.run_id, ctx.manifest.name, ctx.command, "complete" if complete else (stats.stop_reason or "incomplete"),
+                          ctx.started, time.time(), stats.requests, stats.stored, stats.prompt_tokens, stats.completion_tokens,
+                          stats.cost_usd, str(receipt)])
 
 
 def resume(out_dir: Path, *, progress: bool = True, detach: bool = False, part: Part | None = None) -> RunResult:

@@ -45,11 +45,11 @@ def _refuse_redirect(status: int, headers: Mapping[str, str]) -> None:
 
 
 class OpenAITransport:
-    def __init__(self, base_url: str, api_key: str, timeout_s: float, headers: dict[str, str] | None = None):
+    def __init__(self, base_url: str, api_key: str, timeout_s: float, headers: dict[str, str] | None = None, connections: int = 1000):
         self.timeout_s = timeout_s
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s, http_client=_aiohttp_client(timeout_s),
-                                         default_headers=headers)
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s,
+                                         http_client=_aiohttp_client(timeout_s, connections), default_headers=headers)
         self._options = {"timeout": timeout_s, "follow_redirects": False}
 
     async def post(self, body: dict[str, Any]) -> tuple[bytes, Mapping[str, str]]:
@@ -73,11 +73,13 @@ class OpenAITransport:
         await self.client.close()
 
 
-def _aiohttp_client(timeout_s: float):
+def _aiohttp_client(timeout_s: float, connections: int):
     """aiohttp under the openai client: httpx's pool costs O(connections) per request, which at
-    hundreds in flight made the client, not the teacher, the bottleneck (bench/sampling.py)."""
+    hundreds in flight made the client, not the teacher, the bottleneck (bench/sampling.py).
+    Its pool is as large as limits.concurrency: the openai default (1,000 connections) held
+    2,048 requests in flight to half the latency bound."""
     try:
-        return openai.DefaultAioHttpClient(timeout=timeout_s)
+        return openai.DefaultAioHttpClient(timeout=timeout_s, limits=_http.Limits(max_connections=connections, max_keepalive_connections=connections))
     except RuntimeError:  # openai installed without its aiohttp extra
         return None
 
@@ -90,14 +92,18 @@ class AiohttpTransport:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
-        # trust_env: HTTP(S)_PROXY / NO_PROXY apply as they do for the openai client (httpx).
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections), timeout=self.timeout, trust_env=True)
+        # HTTP(S)_PROXY / NO_PROXY apply as they do for the openai client (httpx), read once here:
+        # the session's trust_env reads them (and ~/.netrc) in a worker thread on every request,
+        # two thread hops that cost more client CPU than the rest of the request (bench/sampling.py).
+        self.proxy, self.proxy_auth = _env_proxy(self.url)
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections), timeout=self.timeout)
         self._request = _http.Request("POST", self.url)  # for the openai exceptions' `request`
 
     async def post(self, body: dict[str, Any]) -> tuple[bytes, Mapping[str, str]]:
         aiohttp = self._aiohttp
         try:
-            async with self.session.post(self.url, data=_dumps(body), headers=self.headers, allow_redirects=False) as r:
+            async with self.session.post(self.url, data=_dumps(body), headers=self.headers, allow_redirects=False,
+                                         proxy=self.proxy, proxy_auth=self.proxy_auth) as r:
                 content = await r.read()
                 if r.status >= 300:
                     _refuse_redirect(r.status, r.headers)
@@ -110,6 +116,17 @@ class AiohttpTransport:
 
     async def close(self) -> None:
         await self.session.close()
+
+
+def _env_proxy(url: str):
+    """The proxy the environment gives for `url` (aiohttp's own trust_env lookup), or (None, None)."""
+    from aiohttp.helpers import get_env_proxy_for_url
+    from yarl import URL
+
+    try:
+        return get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return None, None
 
 
 _STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
@@ -140,4 +157,4 @@ def make_transport(kind: str, base_url: str, api_key: str, timeout_s: float, con
     """headers: teacher.headers with `{env: NAME}` values resolved (held in memory only)."""
     if kind == "aiohttp":
         return AiohttpTransport(base_url, api_key, timeout_s, connections, headers)
-    return OpenAITransport(base_url, api_key, timeout_s, headers)
+    return OpenAITransport(base_url, api_key, timeout_s, headers, connections)

@@ -192,19 +192,6 @@ def connect(out_dir: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyC
     return con
 
 
-def record_run(out_dir: Path, row: list) -> None:
-    """One session's row in the `runs` table (run_id, name, command, status, started, ended,
-    requests, samples, prompt/completion tokens, cost, receipt); a Ctrl-C waits for it."""
-    from curator.store.locks import critical
-
-    with critical():
-        con = connect(out_dir)
-        try:
-            con.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row)
-        finally:
-            con.close()
-
-
 def _open_writable(path: Path, wait_s: float = 60.0) -> duckdb.DuckDBPyConnection:
     """The catalog file for writing. Workers of one run (--worker I/N) each refresh it and record
     their session when they end: one holds it for a moment, the next waits its turn."""

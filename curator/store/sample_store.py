@@ -17,7 +17,6 @@ stores them like any leftover journal, and the error line names the file.
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -34,7 +33,8 @@ from curator.store.journal import Journal, read_journal, scan_journal
 from curator.store.layout import QUARANTINE, OutputDir
 from curator.store.locks import WriterLock, critical
 from curator.store.rescue import RescueJournal, rescue_paths
-from curator.store.shards import footer_path, new_shard_name, warn, read_checked, readable_parquet, records_to_table, remove_partials, salvage_rows, write_atomic
+from curator.store.shards import (ShardEncoder, footer_path, new_shard_name, warn, read_checked, readable_parquet, records_to_table, remove_partials,
+                                  salvage_rows, write_atomic)
 from curator.store.workers import Part
 
 
@@ -111,9 +111,10 @@ class SampleStore:
         except BaseException:
             self._unlock()
             raise
-        self._pending: list[dict[str, Any]] = []  # journaled rows not yet in a shard
+        self._pending: ShardEncoder | None = None  # journaled rows not yet in a shard, encoded as they come
         self._shard_name = ""  # the shard the open journal compacts into
         self._mutex = threading.RLock()
+        self._views_fresh = False  # the catalog's views were refreshed after this store's last shard
         self.new_shards: list[Path] = []
         self.config_id: str | None = None  # stamped on every answer this session stores (curator/sample/configs.py)
 
@@ -144,10 +145,11 @@ class SampleStore:
         shutil.move(path, dest)  # a rescue journal may sit on another disk
         return dest
 
-    def _write_shard(self, rows: list[dict[str, Any]], name: str | None = None) -> Path:
+    def _write_shard(self, rows: list[dict[str, Any]] | ShardEncoder, name: str | None = None) -> Path:
         path = self.out_dir / "shards" / (name or new_shard_name(self._shard_prefix))
         try:
-            return write_atomic(records_to_table(rows, SAMPLE_SCHEMA), path, keep_footer=True)
+            data = rows.finish() if isinstance(rows, ShardEncoder) else records_to_table(rows, SAMPLE_SCHEMA)
+            return write_atomic(data, path, keep_footer=True)
         except OSError as e:
             where = f" (its answers stay in {self._journal.path})" if self._journal is not None else ""
             err = StoreError(f"{store_error('writing shard', path, e, self.out_dir)}{where}")
@@ -258,10 +260,12 @@ class SampleStore:
         if self.journal_failed is not None:
             self._append_rescue(fresh)
         self.keys.update(r["key"] for r in fresh)
-        if self.journal_failed is not None:
-            return
-        self._pending.extend(fresh)
-        if len(self._pending) >= self.shard_rows and self.failed is None:
+        if self.failed is not None:
+            return  # no shard is written any more (a write failed): the next start compacts the journal
+        if self._pending is None:
+            self._pending = ShardEncoder(SAMPLE_SCHEMA)
+        self._pending.add(fresh)
+        if self._pending.rows >= self.shard_rows:
             try:
                 self.compact()
             except StoreError:
@@ -300,25 +304,43 @@ class SampleStore:
             if journal is None or self.failed is not None:
                 return None  # after a failed write the journal stays as it is: the next start compacts it
             path = None
-            if self._pending:
+            if self._pending is not None and self._pending.rows:
                 path = self._write_shard(self._pending, self._shard_name)
                 if path not in self.new_shards:
                     self.new_shards.append(path)
+                self._views_fresh = False
             # The shard is durable before the journal goes: a kill in between leaves both, and
             # recovery drops the journal's rows that the shard already holds.
-            self._pending = []
+            self._pending = None
             journal.close()
             journal.path.unlink(missing_ok=True)
             self._journal = None
             return path
+
+    def open_catalog(self):
+        """The writable catalog with fresh views (the caller closes it). A plain run is the only
+        writer of OUT: until it writes another shard, `close` need not refresh the views again
+        (a second DuckDB open and view rebuild at the end of every run)."""
+        con = catalog.connect(self.out_dir)
+        self._views_fresh = self.part is None
+        return con
+
+    def record_run(self, row: list) -> None:
+        """One session's row in the catalog's `runs` table (catalog.record_run's columns); the
+        views it refreshes on the way count as fresh for `close`. A Ctrl-C waits for it."""
+        with critical():
+            con = self.open_catalog()
+            try:
+                con.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            finally:
+                con.close()
 
     def refresh_catalog(self) -> None:
         import duckdb
 
         path = self.out_dir / catalog.CATALOG
         try:
-            con = catalog.connect(self.out_dir)
-            con.close()
+            self.open_catalog().close()
         except OSError as e:
             raise store_error("updating catalog", path, e, self.out_dir) from None
         except duckdb.IOException as e:
@@ -334,7 +356,8 @@ class SampleStore:
             try:
                 if self.failed is None:
                     self.compact()
-                    self.refresh_catalog()
+                    if not self._views_fresh:
+                        self.refresh_catalog()
             finally:
                 if self._journal is not None and self.failed is not None:
                     self._journal.close()
