@@ -125,6 +125,47 @@ def test_a_replica_that_comes_up_later_is_put_back(tmp_path):
             late.stop()
 
 
+GW_KEY = "gwkey-Rt5mQ8zXb2LkP7nVw4Hs"
+
+
+def test_probes_carry_the_gateway_headers_and_a_replica_refusing_them_stays_out(tmp_path, monkeypatch):
+    """Replicas behind gateways that require a header on every path (chat and /models): the
+    probes send `teacher.headers` (env values resolved) as the requests do, so a replica that
+    comes up later is put back without one refused probe; one whose gateway refuses those
+    credentials answers the probe 401 and stays out (its requests would be refused too)."""
+    monkeypatch.setenv("CURATOR_TEST_GW_KEY", GW_KEY)
+    ports = [_free_port(), _free_port()]
+    late_url, wrong_url = (f"http://127.0.0.1:{p}/v1" for p in ports)
+    gateway = {"latency_ms": 100, "require_headers": {"X-Gateway-Key": GW_KEY}}
+    first = ServerProcess(ServerConfig.load(gateway))
+    late = wrong = None
+    try:
+        m = write_manifest(tmp_path, IDENTITY, n=1, problems=800, limits=", concurrency: 8",
+                           extra_teacher=_replicas([first.base_url, late_url, wrong_url])
+                           + "\n  headers: {X-Gateway-Key: {env: CURATOR_TEST_GW_KEY}}")
+        proc = _start_cli("run", m, "--no-progress")
+        _wait_requests(first, 40, proc)
+        late = ServerProcess(ServerConfig.load(gateway), port=ports[0])
+        wrong = ServerProcess(ServerConfig.load({**gateway, "require_headers": {"X-Gateway-Key": "another-key"}}), port=ports[1])
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        figs = {f["url"]: f for f in _receipt(tmp_path / "out")["replicas"]}
+        assert figs[late_url]["taken_out"] >= 1 and figs[late_url]["up"]
+        assert _served(late) > 20 and figs[late_url]["requests"] - figs[late_url]["errors"] == _served(late)
+        for s in (first, late):
+            st = s.stats()
+            assert st["errors"] == {} and st["models_requests"] >= (1 if s is late else 0), st  # no probe refused
+        st = wrong.stats()
+        assert st["models_requests"] >= 1 and st["requests"] == 0 and not figs[wrong_url]["up"], st
+        assert len(stored_keys(tmp_path / "out")) == 800
+        assert GW_KEY not in err
+    finally:
+        first.stop()
+        for s in (late, wrong):
+            if s is not None:
+                s.stop()
+
+
 def test_none_left_fails_in_one_line_and_resume_finishes(tmp_path):
     servers = [ServerProcess(ServerConfig.load({"latency_ms": 30})) for _ in range(2)]
     ports = [int(s.base_url.rsplit(":", 1)[1].split("/")[0]) for s in servers]

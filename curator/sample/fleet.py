@@ -10,7 +10,8 @@ reordering them never changes a key.
   in flight on each, a replica that answers twice as fast serves twice the requests.
 - Health: a replica that refuses a connection is taken out at once; one whose last
   `_FAILURES_OUT` attempts all failed (5xx, timeout, connection lost) is taken out too. An out
-  replica is probed (`GET /models`, backing off to `_PROBE_MAX_S`) and put back when it answers.
+  replica is probed (`GET /models` with the requests' headers, backing off to `_PROBE_MAX_S`) and put
+  back when it answers (a redirect or a 401/403 is not an answer: the requests would be refused).
 - A request whose replica refused it, or that took its replica out, goes to another replica
   without using one of the request's retries (the teacher did not fail; a machine did).
 - With no replica up, requests wait up to `_GRACE_S` for a probe to bring one back, then the run
@@ -132,12 +133,15 @@ class Fleet:
 
     def __init__(self, urls: list[str], make_transport: Callable[[str], Any], *, api_key: str,
                  notify: Callable[[str], None] = lambda _m: None, abort: Callable[[str], None] = lambda _m: None,
-                 stats: Any = None, probe: Callable[[str], Awaitable[bool]] | None = None):
-        """abort: stops the run (no replica left); stats: gets `replicas` (the figures) at close."""
+                 stats: Any = None, probe: Callable[[str], Awaitable[bool]] | None = None,
+                 headers: Mapping[str, str] | None = None):
+        """abort: stops the run (no replica left); stats: gets `replicas` (the figures) at close;
+        headers: `teacher.headers` resolved, sent with the probes as with the requests."""
         self.abort = abort
         self.stats = stats
         self.replicas = [Replica(url.rstrip("/"), make_transport(url.rstrip("/")), i) for i, url in enumerate(urls)]
         self.api_key = api_key
+        self.headers = dict(headers or {})
         self.notify = notify
         self._probe_fn = probe or self._http_probe
         self._probes: dict[int, asyncio.Task] = {}
@@ -154,7 +158,7 @@ class Fleet:
             return None
         headers = teacher.request_headers()
         return cls(teacher.replicas, lambda url: make_transport(teacher.http, url, api_key, limits.timeout_s, limits.concurrency, headers),
-                   api_key=api_key, **kw)
+                   api_key=api_key, headers=headers, **kw)
 
     # -- choice -------------------------------------------------------------------------------
 
@@ -270,8 +274,12 @@ class Fleet:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         try:
-            async with self._session.get(url + "/models", headers={"Authorization": f"Bearer {self.api_key}"}) as resp:
-                return resp.status < 500
+            # The requests' own headers (a gateway that requires one refuses a bare probe), and
+            # never to another origin: requests refuse redirects, so a probe does not follow one.
+            headers = {"Authorization": f"Bearer {self.api_key}", **self.headers}
+            async with self._session.get(url + "/models", headers=headers, allow_redirects=False) as resp:
+                # A redirect or refused credentials: the requests would be refused too, so it stays out.
+                return resp.status < 300 or (400 <= resp.status < 500 and resp.status not in (401, 403, 407))
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
             return False
 

@@ -426,6 +426,8 @@ class TeacherState:
         self.models_requests += 1
         if self.auth is not None and request.headers.get("Authorization") != self.auth:
             return self._reject(401, "Incorrect API key provided.", "invalid_api_key")
+        if any(request.headers.get(k) != v for k, v in self.config.require_headers.items()):
+            return self._reject(401, "Missing or wrong gateway credentials.", "invalid_api_key")
         created = int(self.created_at)
         data = [{"id": m, "object": "model", "created": created, "owned_by": "curator"} for m in self.config.models]
         return _json_response({"object": "list", "data": data})

@@ -118,8 +118,9 @@ class ServerConfig(BaseModel):
     # Injected 400/500 error bodies quote the request's Authorization header, as careless proxies
     # do: tests check that curator never prints or stores such a reply unredacted.
     echo_auth: bool = False
-    # A gateway's own credentials: chat requests without these headers / top-level body fields
-    # (exact values) get a 401, as gateways that take a key in a header or in the body do.
+    # A gateway's own credentials: requests without these headers (chat and /models) or top-level
+    # body fields (chat) (exact values) get a 401, as gateways that take a key in a header or in
+    # the body do.
     require_headers: dict[str, str] = Field(default_factory=dict)
     require_body: dict[str, Any] = Field(default_factory=dict)
     fault_burst: FaultBurst | None = None

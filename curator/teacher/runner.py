@@ -174,6 +174,7 @@ class ServerProcess:
             if m:
                 self.base_url = m.group(1)
         headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
+        headers.update(self.config.require_headers)
         while True:
             try:
                 with urllib.request.urlopen(urllib.request.Request(self.base_url + "/models", headers=headers),
