@@ -37,6 +37,7 @@ from curator.sample.per_prompt import PerPromptPlan
 from curator.sample.sampler import FatalRequestError, Job, JobFeed, Sampler, Stats, normalise_endpoint, request_params, sample_key
 from curator.sample.sources import fingerprint, load_problems
 from curator.sample.templates import Renderer
+from curator.sample.transport import sync_client
 from curator.sample.tokencount import TokenCounter, load_counter
 from curator.store import catalog
 from curator.store.layout import OutputDir
@@ -154,8 +155,8 @@ def preflight(manifest: Manifest, api_key: str) -> None:
 
 def _check_server(manifest: Manifest, api_key: str, url: str) -> None:
     what = "teacher.replicas" if manifest.teacher.replicas else "teacher.base_url"
-    client = openai.OpenAI(base_url=normalise_endpoint(url), api_key=api_key, max_retries=2, timeout=min(30.0, manifest.limits.timeout_s),
-                           default_headers=manifest.teacher.request_headers())
+    client = sync_client(normalise_endpoint(url), api_key, max_retries=2, timeout=min(30.0, manifest.limits.timeout_s),
+                         headers=manifest.teacher.request_headers())
     try:
         client.models.list()
     except openai.APIConnectionError as e:

@@ -173,6 +173,23 @@ def test_redirect_to_another_origin_is_not_followed(tmp_path, server, http):
     assert q(out, "SELECT count(*) FROM samples") == [(0,)]
 
 
+def test_batch_mode_does_not_follow_a_redirect(tmp_path, server):
+    """Batch mode's own client (files, batches) refuses a redirect as the chat transports do: one
+    line naming the target; the other origin gets nothing, nothing is stored."""
+    foreign = server()
+    target = foreign + "/files"
+    url = server(hostile={"redirect_to": target})
+    m = write_manifest(tmp_path, url, n=1, extra_teacher="mode: batch\n  batch: {poll_s: 0.05}")
+    r = cli("run", m, "--no-progress")
+    assert r.returncode != 0
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "redirect" in errors[0] and target in errors[0], r.stderr
+    assert "Traceback" not in r.stderr
+    st = server_stats(foreign)
+    assert st["batch_calls"] == 0 and st["files_uploaded"] == 0 and st["requests"] == 0, st
+    assert q(tmp_path / "out", "SELECT count(*) FROM samples") == [(0,)]
+
+
 # -- 6. timeouts bound the whole request -------------------------------------------------------
 
 

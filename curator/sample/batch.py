@@ -30,6 +30,7 @@ import openai
 from curator.config import Manifest, has_env_ref
 from curator.errors import RunError
 from curator.sample.parse import completion_problem
+from curator.sample.transport import refuse_redirect, sync_client
 from curator.sample.sampler import (
     FatalRequestError,
     Job,
@@ -253,9 +254,8 @@ class BatchRun:
         self.detach = detach
         self.notify = notify or (lambda _m: None)
         self.ledger = Ledger(self.out.ledger)
-        self.client = openai.OpenAI(base_url=normalise_endpoint(self.m.teacher.base_url), api_key=ctx.api_key,
-                                    max_retries=self.m.limits.max_retries, timeout=self.m.limits.timeout_s,
-                                    default_headers=self.m.teacher.request_headers())
+        self.client = sync_client(normalise_endpoint(self.m.teacher.base_url), ctx.api_key, max_retries=self.m.limits.max_retries,
+                                  timeout=self.m.limits.timeout_s, headers=self.m.teacher.request_headers())
         self.maker = RecordMaker(self.m, ctx.price, ctx.counter, batch=True)
         refresh = getattr(ctx.display, "refresh", None)
         self.reader = Reader(self.maker, ctx.jobs, ctx.store, ctx.judge, ctx.stats, on_stored=(lambda _r: refresh()) if refresh else None)
@@ -433,6 +433,7 @@ class BatchRun:
                     continue
                 time.sleep(self.opts.poll_s)
         except openai.APIStatusError as e:
+            refuse_redirect(e.status_code, e.response.headers)
             if e.status_code in (401, 403, 404, 400):
                 raise FatalRequestError(_one_line(e)) from None
             raise RunError(f"batch API: {_one_line(e)}; `curator resume {self.out.path}` picks up where this stopped") from None

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import hostile
 from .config import BatchScript
 from .jsonio import dumps, loads
 
@@ -58,7 +59,7 @@ class BatchAPI:
         st = self.state
         if st.auth is not None and request.headers.get("Authorization") != st.auth:
             return st._reject(401, "Incorrect API key provided.", "invalid_api_key")
-        return None
+        return hostile.redirect(st.config.hostile)
 
     def _json(self, obj: Any, status: int = 200) -> web.Response:
         return web.Response(body=self._dumps(obj), status=status, content_type="application/json")

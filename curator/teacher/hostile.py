@@ -7,7 +7,8 @@ actual transports, not a mock:
                  `{choices: []}`, `{usage: "none"}`
   finish_reason  every choice's finish_reason (`content_filter`)
   pad_chars      this many characters of filler appended to every choice's content (a huge answer)
-  redirect_to    every chat request answered `307 Temporary Redirect` to this URL
+  redirect_to    every chat and batch API (files, batches) request answered `307 Temporary Redirect`
+                 to this URL
   trickle_s      the body sent one byte every `trickle_s` seconds (headers at once)"""
 
 from __future__ import annotations
