@@ -246,13 +246,14 @@ class RunContext:
 
 
 def run_manifest(manifest: Manifest, *, progress: bool = True, command: str = "run", detach: bool = False,
-                 part: Part | None = None) -> RunResult:
-    """part: run as worker I of N on a shared OUT (curator/store/workers.py)."""
+                 part: Part | None = None, resolved: Manifest | None = None) -> RunResult:
+    """part: run as worker I of N on a shared OUT (curator/store/workers.py); resolved: what
+    manifest.resolved.yaml records, if not `manifest` (estimate's pilot: the full run's)."""
     with fewer_collections():  # curator/sample/loop.py
-        return _run_manifest(manifest, progress, command, detach, part)
+        return _run_manifest(manifest, progress, command, detach, part, resolved or manifest)
 
 
-def _run_manifest(manifest: Manifest, progress: bool, command: str, detach: bool, part: Part | None) -> RunResult:
+def _run_manifest(manifest: Manifest, progress: bool, command: str, detach: bool, part: Part | None, resolved: Manifest) -> RunResult:
     out = OutputDir(manifest.output_dir)
     check_split(out, part, resuming=command == "resume")
     if part is not None and manifest.teacher.mode == "batch":
@@ -281,7 +282,7 @@ def _run_manifest(manifest: Manifest, progress: bool, command: str, detach: bool
         else:
             prompts, ctx.source_fp = prompt_jobs(manifest)
             prompts = (part or Part(1, 1)).split(prompts, keys)
-        write_resolved_manifest(manifest, out.path)
+        write_resolved_manifest(resolved, out.path)  # under the writer lock, as every write to OUT
         stats.notices += check_at_start(out.path, manifest, keys["all"], store)  # and stamps the store's answers
         judged = store.keys
         if part is not None:
@@ -555,12 +556,9 @@ def estimate(manifest: Manifest, *, pilot: int = 50, target: int = 50_000, confi
     pm = pilot_manifest(manifest, pilot, seed)
     out_dir = manifest.output_dir
     started = time.monotonic()
-    try:
-        res = run_manifest(pm, progress=progress, command="estimate")
-    finally:
-        # `curator resume OUT` must finish the real run, not the pilot.
-        if out_dir.exists():
-            write_resolved_manifest(manifest, out_dir)
+    # `curator resume OUT` must finish the real run, not the pilot: the pilot records the real
+    # manifest, under its writer lock (a refused pilot changes nothing).
+    res = run_manifest(pm, progress=progress, command="estimate", resolved=manifest)
     pilot_wall = time.monotonic() - started
 
     jobs, _, _, _ = build_jobs(pm, set())

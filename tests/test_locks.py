@@ -158,6 +158,43 @@ def test_writers_are_refused_while_a_filter_holds_out_and_a_killed_holder_is_tak
     assert "chain" in r.stdout and json.loads(cli("status", out, "--json").stdout)["accepted"] == 40
 
 
+def _every_file(out: Path) -> dict[str, bytes]:
+    """Every file of OUT with its bytes, but the holding filter's own staging folder."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*")
+            if p.is_file() and not p.relative_to(out).parts[0].startswith(".verdicts-")}
+
+
+def test_estimate_and_batch_write_refused_by_a_holder_leave_out_byte_identical(tmp_path, teacher):
+    """`estimate` (its pilot) and `batch write MANIFEST` write manifest.resolved.yaml under the
+    writer lock, never before taking it nor after releasing it: refused, they change no file."""
+    url = teacher(latency_ms=5)
+    m = write_manifest(tmp_path, url, n=2, problems=20, filters="[{filter: format}]")
+    out = tmp_path / "out"
+    assert cli("run", m, "--no-progress").returncode == 0
+    m2 = tmp_path / "m2.yaml"  # the same OUT, another temperature: its resolved manifest would differ
+    m2.write_text(m.read_text().replace("temperature: 0.6", "temperature: 0.9"))
+    judge = teacher(fault_rate={"timeout": 1.0}, hang_s=600)
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(f"name: slow\nsteps:\n  - filter: rubric_judge\n    params: {{base_url: '{judge}', model: teacher, concurrency: 1, retries: 0, timeout_s: 600}}\n")
+    filt = _popen("filter", out, "--chain", slow)
+    try:
+        _wait_for(lambda: list(out.glob(".verdicts-*")) or filt.poll() is not None, "the filter's staging folder")
+        assert filt.poll() is None, filt.communicate()
+        before = _every_file(out)
+        assert "manifest.resolved.yaml" in before
+        for args in (("estimate", m2, "--pilot", "3", "--no-progress"), ("batch", "write", m2, "--to", tmp_path / "req.jsonl")):
+            r = cli(*args)
+            assert r.returncode == 2, (args, r.stdout, r.stderr)
+            line = _one_error(r.stderr)
+            assert "another curator process is writing here" in line and "nothing was changed" in line, line
+            _names_holder(line, filt.pid, f"curator filter {out} --chain {slow}")
+            assert _every_file(out) == before, args
+        assert not (tmp_path / "req.jsonl").exists()
+        assert filt.poll() is None, "the filter ended before the others were tried: make the judge slower"
+    finally:
+        _stop(filt)
+
+
 def test_filter_is_refused_while_a_worker_runs(tmp_path, teacher):
     url = teacher(latency_ms=300)
     m = write_manifest(tmp_path, url, n=2, problems=40, limits=", concurrency: 1", filters="[{filter: format}]")

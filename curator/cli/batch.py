@@ -13,20 +13,16 @@ app = typer.Typer(no_args_is_help=True, help="Batch files for offline engines (v
 
 
 def _open(target: Path):
-    """(manifest, OutputDir) from an output folder, or from a manifest file (its output folder is
-    set up the way `curator run` would)."""
+    """(manifest, OutputDir, from_manifest) from an output folder, or from a manifest file (whose
+    output folder the caller sets up, under the writer lock, the way `curator run` would)."""
     from curator.config import load_manifest
-    from curator.run import write_resolved_manifest
     from curator.store.layout import OutputDir
 
     if target.is_file():
         manifest = load_manifest(target)
-        out = OutputDir(manifest.output_dir)
-        out.path.mkdir(parents=True, exist_ok=True)
-        write_resolved_manifest(manifest, out.path)
-        return manifest, out
+        return manifest, OutputDir(manifest.output_dir), True
     out = OutputDir(target)
-    return out.manifest(), out
+    return out.manifest(), out, False
 
 
 @app.command("write")
@@ -37,14 +33,16 @@ def write(
     """Write the requests still without an answer (and in no open batch) to a file for an offline engine."""
 
     def go():
-        from curator.run import build_jobs
+        from curator.run import build_jobs, write_resolved_manifest
         from curator.sample.batch import write_offline
         from curator.store.ledger import Ledger
         from curator.store.sample_store import SampleStore
 
-        manifest, out = _open(target)
+        manifest, out, from_manifest = _open(target)
         store = SampleStore(out.path, shard_rows=manifest.store.shard_rows)  # the writer lock: no run writes meanwhile
         try:
+            if from_manifest:
+                write_resolved_manifest(manifest, out.path)
             ledger = Ledger(out.ledger)
             jobs, total, have, _ = build_jobs(manifest, store.keys)
             pending = ledger.pending_keys()
