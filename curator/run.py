@@ -88,10 +88,11 @@ def prompt_jobs(manifest: Manifest) -> tuple[list[Job], str]:
 
 
 def build_jobs(manifest: Manifest, stored: set[str], part: Part | None = None,
-               keys_out: dict[str, set[str]] | None = None) -> tuple[list[Job], int, int, str]:
+               keys_out: dict[str, set[str]] | None = None, built: tuple[list[Job], str] | None = None) -> tuple[list[Job], int, int, str]:
     """The first round: each prompt's indices 0..n-1 with no stored answer; (jobs, samples in the
-    round, of them stored, source fingerprint). part: only worker I of N's prompts."""
-    prompts, fp = prompt_jobs(manifest)
+    round, of them stored, source fingerprint). part: only worker I of N's prompts; built:
+    `prompt_jobs(manifest)` if already made."""
+    prompts, fp = built or prompt_jobs(manifest)
     prompts = (part or Part(1, 1)).split(prompts, keys_out)  # keys_out["all"]: every key of the run (configuration check)
     n = manifest.teacher.params.n
     jobs, total, have = [], 0, 0
@@ -267,6 +268,9 @@ def _run_manifest(manifest: Manifest, progress: bool, command: str, detach: bool
     chain = load_filter_chain(manifest, out.path)
     tokenizer = manifest.teacher.tokenizer
     counter = load_counter(manifest.resolve(tokenizer) if tokenizer else None)  # a bad file fails now, not mid-run
+    # Every row loaded and rendered (size limits, null or missing columns) before OUT is created
+    # or opened: a refused run leaves no folder behind, and an existing one byte-identical.
+    built = prompt_jobs(manifest)
     later_session = out.is_output_dir()
     if not later_session:
         preflight(manifest, api_key)  # a first run: fail before anything is written
@@ -277,11 +281,12 @@ def _run_manifest(manifest: Manifest, progress: bool, command: str, detach: bool
     try:
         keys: dict[str, set[str]] = {}
         if manifest.budget.per_prompt is None:
-            ctx.jobs, total, ctx.have, ctx.source_fp = build_jobs(manifest, store.keys, part, keys)
+            ctx.jobs, total, ctx.have, ctx.source_fp = build_jobs(manifest, store.keys, part, keys, built)
             prompts = []
         else:
-            prompts, ctx.source_fp = prompt_jobs(manifest)
+            prompts, ctx.source_fp = built
             prompts = (part or Part(1, 1)).split(prompts, keys)
+        del built  # the prompts held for the row checks: what is left to send lives on in the jobs
         write_resolved_manifest(resolved, out.path)  # under the writer lock, as every write to OUT
         stats.notices += check_at_start(out.path, manifest, keys["all"], store)  # and stamps the store's answers
         judged = store.keys

@@ -275,7 +275,40 @@ def test_null_or_missing_column_is_one_line_before_anything_is_sent(tmp_path, se
     m.write_text(m.read_text().replace('prompt: {user: "{{ question }}', 'prompt: {user: "{{ question }} Hint: {{ hint }}.'))
     line = one_line(cli("run", m, "--no-progress"))
     assert f"{data}: row 5 (id 'p4')" in line and f"column 'hint' is {case}" in line and "nothing was sent" in line, line
-    assert chat_requests(url) == 0 and not (tmp_path / "out" / "manifest.resolved.yaml").exists()
+    assert chat_requests(url) == 0 and not (tmp_path / "out").exists()
+
+
+def _every_file(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("case", ["null", "oversized"])
+def test_a_refused_run_creates_no_folder_and_changes_no_existing_one(tmp_path, server, case):
+    """The row checks run before OUT is created or opened: refused on a new OUT, no folder is left
+    behind; on an existing OUT, not one byte of it changes (its lock file included)."""
+    good = [{"id": f"p{i}", "question": f"What is {i} + 1?", "hint": f"add {i}", "answer": str(i + 1)} for i in range(6)]
+    bad = [dict(r) for r in good]
+    if case == "null":
+        bad[4]["hint"] = None
+    else:
+        bad[4]["question"] = "x" * 5000
+    data = write_rows(tmp_path / "problems.jsonl", bad)
+    url = server()
+    m = write_manifest(tmp_path, url, limits=", max_problem_bytes: 2000")
+    m.write_text(m.read_text().replace('prompt: {user: "{{ question }}', 'prompt: {user: "{{ question }} Hint: {{ hint }}.'))
+    out = tmp_path / "out"
+    line = one_line(cli("run", m, "--no-progress"))
+    assert f"{data}: row 5 (id 'p4')" in line, line
+    assert not out.exists() and chat_requests(url) == 0
+    write_rows(data, good)
+    assert cli("run", m, "--no-progress").returncode == 0
+    before = _every_file(out)
+    assert ".lock" in before and "manifest.resolved.yaml" in before
+    write_rows(data, bad)
+    for args in (("run", m, "--no-progress"), ("resume", out, "--no-progress")):
+        line = one_line(cli(*args))
+        assert f"{data}: row 5 (id 'p4')" in line, line
+        assert _every_file(out) == before, args
 
 
 def test_a_template_may_guard_an_optional_column(tmp_path, server):
