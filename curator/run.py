@@ -41,7 +41,7 @@ from curator.sample.transport import sync_client
 from curator.sample.tokencount import TokenCounter, load_counter
 from curator.store import catalog
 from curator.store.layout import OutputDir
-from curator.store.live import remove_live, start_live
+from curator.store.live import fold_dead, remove_live, start_live
 from curator.store.sample_store import SampleStore, stored_keys
 from curator.store.workers import Board, FinishLock, Others, Part, check_split, pin_chain, record_split
 
@@ -288,6 +288,7 @@ def _run_manifest(manifest: Manifest, progress: bool, command: str, detach: bool
             prompts = (part or Part(1, 1)).split(prompts, keys)
         del built  # the prompts held for the row checks: what is left to send lives on in the jobs
         write_resolved_manifest(resolved, out.path)  # under the writer lock, as every write to OUT
+        fold_dead(out, exclusive=part is None)  # killed sessions' live figures become their receipts
         stats.notices += check_at_start(out.path, manifest, keys["all"], store)  # and stamps the store's answers
         judged = store.keys
         if part is not None:

@@ -237,8 +237,8 @@ def _status(out: Path) -> dict:
 def test_status_shows_per_replica_figures_while_the_run_goes(tmp_path):
     """Running sessions (here two workers of one run) publish their per-replica figures
     (OUT/live/): `status` shows them merged across the workers, and they grow, before the run
-    ends; a killed session's figures still count; once a session's receipt is written the receipt
-    holds them and its live file is gone."""
+    ends; a killed session's figures still count, and the next session folds them into a receipt;
+    once a session's receipt is written the receipt holds them and its live file is gone."""
     fast = ServerProcess(ServerConfig.load({"latency_ms": 150}))
     slow = ServerProcess(ServerConfig.load({"latency_ms": 900}))
     try:
@@ -292,8 +292,14 @@ def test_status_shows_per_replica_figures_while_the_run_goes(tmp_path):
         assert len(stored_keys(out)) == 400
         final = {f["url"]: f for f in _status(out)["replicas"]}
         r = {f["url"]: f for f in _receipt(out)["replicas"]}
-        assert len(list((out / "live").glob("*.json"))) == 2  # the killed sessions': the last one's went with its receipt
-        for url in urls:  # the killed sessions' figures plus the last session's receipt
+        # The killed sessions' files were folded into receipts of their own by the next session
+        # (it held the writer lock), and the last one's went with its receipt.
+        assert list((out / "live").glob("*.json")) == []
+        folded = [json.loads(p.read_text()) for p in (out / "receipts").glob("*.json")]
+        folded = sorted((f for f in folded if f.get("killed")), key=lambda f: f["worker"])
+        assert [(f["run_id"], f["worker"], f["replicas"]) for f in folded] == \
+            [(f["run_id"], f["worker"], f["replicas"]) for f in sorted(files, key=lambda f: f["worker"])]
+        for url in urls:  # the killed sessions' figures (counted once) plus the last session's receipt
             assert final[url]["requests"] == killed[url]["requests"] + r[url]["requests"]
         # (A killed session's file is its last publication: answers of its last second are not in it.)
         assert sum(f["requests"] for f in r.values()) > 0

@@ -26,6 +26,9 @@ def replica_figures(out_dir: Path) -> list[dict[str, Any]]:
 
     out = OutputDir(out_dir)
     groups, ended = [], set()
+    # Live files before receipts: a session's receipt is written before its live file goes
+    # (store/live.py), so each session is seen at least in one, and counted once.
+    live = read_live(out)
     d = out.receipts
     for p in sorted(d.glob("*.json")) if d.is_dir() else []:
         try:
@@ -34,7 +37,7 @@ def replica_figures(out_dir: Path) -> list[dict[str, Any]]:
             continue  # a receipt being replaced right now: the next call reads it
         ended.add(r.get("run_id"))
         groups.append(r.get("replicas") or [])
-    live = read_live(out, ended)
+    live = [s for s in live if s.get("run_id") not in ended]
     merged = merge_figures(groups + [s.get("replicas") or [] for s in live])
     running = [f for s in live if s["running"] for f in s.get("replicas") or []]
     for m in merged:

@@ -12,7 +12,7 @@ check, the resolved manifest and the chain that wrote the verdicts.
     OUT/.lock-wIofN             held by worker I of N; its journal is OUT/journal/wIofN/
     OUT/workers.json            how many parts --worker split the run in
     OUT/workers/wIofN.json      each worker's spend, read by the others (budgets across workers)
-    OUT/live/<run>.json         a running session's per-replica figures (gone once its receipt is written)
+    OUT/live/<run>.json         a running session's per-replica figures (gone once its receipt is written, or folded into one)
     OUT/batches/ledger.jsonl    batch mode: uploaded files, their rows, batches, their ends
     OUT/configs/<id>.json       each configuration a run used (endpoint, model, params, template)
 """

@@ -7,7 +7,9 @@ and the file goes; a killed session's file stays, so what it bought is still cou
 
 Readers merge them with the receipts (a session is counted once: by its receipt if it has one).
 A file not replaced for `STALE_S`, or written by a process of this host that is gone, belongs to a
-session that is no longer running."""
+session that is no longer running. The next sampling session, holding the writer lock, folds a
+dead session's file into a receipt of its own (`fold_dead`): receipt written first, file removed
+after, and readers list the live files before the receipts, so it is counted once at every moment."""
 
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ def start_live(out: OutputDir, run_id: str, worker: Any, replicas: Callable[[], 
     return asyncio.get_running_loop().create_task(publish())
 
 
-def read_live(out: OutputDir, skip: set[str]) -> list[dict[str, Any]]:
+def read_live(out: OutputDir, skip: set[str] = frozenset()) -> list[dict[str, Any]]:
     """The live files of sessions not in `skip` (run ids with a receipt), each with `running`."""
     d = out.live_dir
     now, host = time.time(), socket.gethostname()
@@ -73,3 +75,26 @@ def _alive(pid: Any) -> bool:
 
 def remove_live(out: OutputDir, run_id: str) -> None:
     Path(out.live(run_id)).unlink(missing_ok=True)
+
+
+def fold_dead(out: OutputDir, exclusive: bool) -> int:
+    """Called by a sampling session that holds OUT's writer lock: each live file whose session is
+    dead becomes that session's receipt (its figures, marked `killed`), then goes; returns how
+    many. Dead: its process is gone on this host, or, under the exclusive lock (no other writer
+    anywhere), any file at all. A worker (shared lock) leaves other hosts' files to a later one."""
+    host, folded = socket.gethostname(), 0
+    for data in read_live(out):
+        run_id = data.get("run_id")
+        if not isinstance(run_id, str) or not run_id or "/" in run_id or run_id.startswith("."):
+            continue
+        receipt = Path(out.receipts) / f"{run_id}.json"
+        if not receipt.exists():
+            if not (exclusive or (data.get("host") == host and not _alive(data.get("pid")))):
+                continue
+            write_json(receipt, {"run_id": run_id, "worker": data.get("worker"), "complete": False, "killed": True,
+                                 "ended_at": data.get("updated"), "host": data.get("host"), "pid": data.get("pid"),
+                                 "note": "killed session: written by a later session from its last live figures (replicas only)",
+                                 "replicas": data.get("replicas") or None})
+        remove_live(out, run_id)
+        folded += 1
+    return folded
