@@ -30,7 +30,6 @@ import openai
 from curator.config import Manifest, has_env_ref
 from curator.errors import RunError
 from curator.sample.parse import completion_problem
-from curator.sample.transport import refuse_redirect, sync_client
 from curator.sample.sampler import (
     FatalRequestError,
     Job,
@@ -40,6 +39,7 @@ from curator.sample.sampler import (
     request_body,
     request_params,
 )
+from curator.sample.transport import refuse_redirect, sync_client
 from curator.store.layout import OutputDir
 from curator.store.ledger import TERMINAL, BatchEntry, Ledger
 
