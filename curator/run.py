@@ -154,8 +154,9 @@ def preflight(manifest: Manifest, api_key: str) -> None:
 
 def _check_server(manifest: Manifest, api_key: str, url: str) -> None:
     what = "teacher.replicas" if manifest.teacher.replicas else "teacher.base_url"
+    # Not following redirects: httpx drops Authorization on another origin, not teacher.headers.
     client = openai.OpenAI(base_url=normalise_endpoint(url), api_key=api_key, max_retries=2, timeout=min(30.0, manifest.limits.timeout_s),
-                           default_headers=manifest.teacher.request_headers())
+                           default_headers=manifest.teacher.request_headers(), http_client=openai.DefaultHttpxClient(follow_redirects=False))
     try:
         client.models.list()
     except openai.APIConnectionError as e:
@@ -163,6 +164,11 @@ def _check_server(manifest: Manifest, api_key: str, url: str) -> None:
     except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
         env = manifest.teacher.api_key_env or "(none)"
         raise RunError(f"the teacher at {url} refused the API key from {env} (HTTP {e.status_code})") from None
+    except openai.APIStatusError as e:
+        if 300 <= e.status_code < 400:
+            target = e.response.headers.get("location") or "(no Location header)"
+            raise RunError(f"the teacher at {url} ({what}) answered GET /models with HTTP {e.status_code}, a redirect to {target}: "
+                           "redirects are not followed (set it to the server you mean, if you trust it)") from None
     except openai.APIError:
         pass  # no /models on this server: the first request will tell
     finally:

@@ -173,6 +173,20 @@ def test_redirect_to_another_origin_is_not_followed(tmp_path, server, http):
     assert q(out, "SELECT count(*) FROM samples") == [(0,)]
 
 
+def test_the_preflight_does_not_follow_a_redirect_nor_send_headers_to_another_origin(tmp_path, server):
+    """`GET /models` (the check before the run) redirected to another origin: httpx follows it and
+    drops Authorization, but not `teacher.headers`, so a gateway key went to the foreign server."""
+    foreign = server()
+    target = foreign + "/models"
+    url = server(hostile={"models_redirect_to": target})
+    m = write_manifest(tmp_path, url, n=1, extra_teacher="headers: {X-Gateway-Key: {env: GW_TOKEN}}")
+    r = cli("run", m, "--no-progress", env={"GW_TOKEN": "gw-secret-4f1e9a"})
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "redirect" in errors[0] and target in errors[0], r.stderr
+    assert server_stats(foreign)["models_requests"] == 0 and server_stats(foreign)["requests"] == 0
+
+
 # -- 6. timeouts bound the whole request -------------------------------------------------------
 
 

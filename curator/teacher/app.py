@@ -424,6 +424,9 @@ class TeacherState:
 
     async def list_models(self, request: web.Request) -> web.Response:
         self.models_requests += 1
+        moved = hostile.models_redirect(self.config.hostile)
+        if moved is not None:
+            return moved
         if self.auth is not None and request.headers.get("Authorization") != self.auth:
             return self._reject(401, "Incorrect API key provided.", "invalid_api_key")
         created = int(self.created_at)

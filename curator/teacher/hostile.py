@@ -8,6 +8,7 @@ actual transports, not a mock:
   finish_reason  every choice's finish_reason (`content_filter`)
   pad_chars      this many characters of filler appended to every choice's content (a huge answer)
   redirect_to    every chat request answered `307 Temporary Redirect` to this URL
+  models_redirect_to  `GET /v1/models` (the client's preflight, the fleet's probe) answered `302` to this URL
   trickle_s      the body sent one byte every `trickle_s` seconds (headers at once)"""
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Hostile(BaseModel):
     finish_reason: str | None = None
     pad_chars: int = Field(default=0, ge=0)
     redirect_to: str | None = None
+    models_redirect_to: str | None = None
     trickle_s: float | None = Field(default=None, gt=0)
 
 
@@ -44,6 +46,12 @@ def redirect(h: Hostile) -> web.Response | None:
     if h.redirect_to is None:
         return None
     return web.Response(status=307, headers={"Location": h.redirect_to})
+
+
+def models_redirect(h: Hostile) -> web.Response | None:
+    if h.models_redirect_to is None:
+        return None
+    return web.Response(status=302, headers={"Location": h.models_redirect_to})
 
 
 def apply(h: Hostile, completion: dict[str, Any]) -> dict[str, Any]:
