@@ -214,6 +214,10 @@ def test_a_trickled_body_times_out_and_is_retried(tmp_path, server, http):
     (Usage(40, 900, 2**40, None), 1024, "reasoning_tokens="),
     (Usage(None, 900, None, None), 1024, None),  # missing counts are counted locally, not judged
     (Usage(-1, 900, None, None), 1024, "prompt_tokens=-1 is not a non-negative integer"),
+    (Usage(40, 900, 1000, None), 1024, None),  # reasoning counted apart (billed 1,900): within the bound
+    # Counted apart, reasoning is billed on top of completion (cost.billed_output_tokens): the sum
+    # must stay within the bound, not each count alone (it billed up to twice max_tokens).
+    (Usage(40, 30_000, 35_000, None), 1024, "reasoning_tokens=35000"),
 ])
 def test_usage_bounds(usage, max_tokens, why):
     got = implausible_usage(usage, prompt_bytes=100, messages=1, answer_bytes=40_000, choices=2, max_tokens=max_tokens)
