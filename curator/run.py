@@ -28,7 +28,7 @@ from curator.errors import RunError, StoreError
 from curator.judge.base import FilterContext
 from curator.judge.chain import Chain, load_chain
 from curator.judge.runner import IncrementalJudge
-from curator.redact import register_secret, resolve_env
+from curator.redact import header_value, is_env_ref, register_secret, resolve_env
 from curator.sample.cost import find_price, warn_unknown
 from curator.sample.configs import check_at_start
 from curator.sample.loop import fewer_collections, run_loop
@@ -55,7 +55,9 @@ class RunResult:
 
 
 def api_key_for(manifest: Manifest) -> str:
-    manifest.teacher.request_headers()  # a missing {env: NAME} variable (headers, extra_body) fails now, in one line
+    headers = manifest.teacher.request_headers()  # a missing {env: NAME} variable (headers, extra_body) fails now, in one line
+    for name, raw in (manifest.teacher.model_dump(include={"headers"})["headers"] or {}).items():
+        header_value(headers[name], f"environment variable {raw['env']} (teacher.headers.{name})" if is_env_ref(raw) else f"teacher.headers.{name}")
     resolve_env(manifest.teacher.params.extra_body, "teacher.params.extra_body")
     env = manifest.teacher.api_key_env
     if env is None:
@@ -64,7 +66,7 @@ def api_key_for(manifest: Manifest) -> str:
     if not key:
         raise RunError(f"environment variable {env} (teacher.api_key_env) is not set: export it with the teacher's API key")
     register_secret(key)  # from now on every message and receipt masks it
-    return key
+    return header_value(key, f"environment variable {env} (teacher.api_key_env)")
 
 
 def prompt_jobs(manifest: Manifest) -> tuple[list[Job], str]:
