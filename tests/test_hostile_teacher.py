@@ -178,13 +178,26 @@ def test_the_preflight_does_not_follow_a_redirect_nor_send_headers_to_another_or
     drops Authorization, but not `teacher.headers`, so a gateway key went to the foreign server."""
     foreign = server()
     target = foreign + "/models"
-    url = server(hostile={"models_redirect_to": target})
+    url = server(hostile={"redirect_paths": {"/v1/models": target}})
     m = write_manifest(tmp_path, url, n=1, extra_teacher="headers: {X-Gateway-Key: {env: GW_TOKEN}}")
     r = cli("run", m, "--no-progress", env={"GW_TOKEN": "gw-secret-4f1e9a"})
     assert r.returncode != 0 and "Traceback" not in r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "redirect" in errors[0] and target in errors[0], r.stderr
     assert server_stats(foreign)["models_requests"] == 0 and server_stats(foreign)["requests"] == 0
+
+
+def test_batch_mode_does_not_follow_a_redirect_of_its_upload(tmp_path, server):
+    """Batch mode's own client (files, batches): a 307 re-sends the POST, the whole batch file and
+    `teacher.headers`, to the other origin."""
+    foreign = server()
+    url = server(hostile={"redirect_paths": {"/v1/files": foreign + "/files"}})
+    m = write_manifest(tmp_path, url, n=1, extra_teacher="mode: batch\n  batch: {poll_s: 0.05}\n  headers: {X-Gateway-Key: {env: GW_TOKEN}}")
+    r = cli("run", m, "--no-progress", env={"GW_TOKEN": "gw-secret-4f1e9a"})
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "redirect" in errors[0] and foreign + "/files" in errors[0], r.stderr
+    assert server_stats(foreign)["files_uploaded"] == 0
 
 
 # -- 6. timeouts bound the whole request -------------------------------------------------------

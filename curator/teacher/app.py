@@ -424,9 +424,6 @@ class TeacherState:
 
     async def list_models(self, request: web.Request) -> web.Response:
         self.models_requests += 1
-        moved = hostile.models_redirect(self.config.hostile)
-        if moved is not None:
-            return moved
         if self.auth is not None and request.headers.get("Authorization") != self.auth:
             return self._reject(401, "Incorrect API key provided.", "invalid_api_key")
         created = int(self.created_at)
@@ -486,7 +483,11 @@ def make_app(config: ServerConfig | dict[str, Any] | None = None) -> web.Applica
     cfg = config if isinstance(config, ServerConfig) else ServerConfig.load(config)
     state = TeacherState(cfg)
     # Batch input files are uploaded whole (a provider accepts up to 200 MB).
-    app = web.Application(client_max_size=256 * 1024 * 1024)
+    @web.middleware
+    async def redirects(request: web.Request, handler: Any) -> web.StreamResponse:
+        return hostile.path_redirect(state.config.hostile, request.path) or await handler(request)
+
+    app = web.Application(client_max_size=256 * 1024 * 1024, middlewares=[redirects] if cfg.hostile.redirect_paths else [])
     app[STATE_KEY] = state
     chat = state.chat_completions
     if cfg.request_log:
