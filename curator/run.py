@@ -28,7 +28,7 @@ from curator.errors import RunError, StoreError
 from curator.judge.base import FilterContext
 from curator.judge.chain import Chain, load_chain
 from curator.judge.runner import IncrementalJudge
-from curator.redact import register_secret, resolve_env
+from curator.redact import header_value, is_env_ref, register_secret, resolve_env
 from curator.sample.cost import find_price, warn_unknown
 from curator.sample.configs import check_at_start
 from curator.sample.loop import fewer_collections, run_loop
@@ -55,7 +55,9 @@ class RunResult:
 
 
 def api_key_for(manifest: Manifest) -> str:
-    manifest.teacher.request_headers()  # a missing {env: NAME} variable (headers, extra_body) fails now, in one line
+    headers = manifest.teacher.request_headers()  # a missing {env: NAME} variable (headers, extra_body) fails now, in one line
+    for name, raw in (manifest.teacher.model_dump(include={"headers"})["headers"] or {}).items():
+        header_value(headers[name], f"environment variable {raw['env']} (teacher.headers.{name})" if is_env_ref(raw) else f"teacher.headers.{name}")
     resolve_env(manifest.teacher.params.extra_body, "teacher.params.extra_body")
     env = manifest.teacher.api_key_env
     if env is None:
@@ -64,7 +66,7 @@ def api_key_for(manifest: Manifest) -> str:
     if not key:
         raise RunError(f"environment variable {env} (teacher.api_key_env) is not set: export it with the teacher's API key")
     register_secret(key)  # from now on every message and receipt masks it
-    return key
+    return header_value(key, f"environment variable {env} (teacher.api_key_env)")
 
 
 def prompt_jobs(manifest: Manifest) -> tuple[list[Job], str]:
@@ -154,8 +156,9 @@ def preflight(manifest: Manifest, api_key: str) -> None:
 
 def _check_server(manifest: Manifest, api_key: str, url: str) -> None:
     what = "teacher.replicas" if manifest.teacher.replicas else "teacher.base_url"
+    # Not following redirects: httpx drops Authorization on another origin, not teacher.headers.
     client = openai.OpenAI(base_url=normalise_endpoint(url), api_key=api_key, max_retries=2, timeout=min(30.0, manifest.limits.timeout_s),
-                           default_headers=manifest.teacher.request_headers())
+                           default_headers=manifest.teacher.request_headers(), http_client=openai.DefaultHttpxClient(follow_redirects=False))
     try:
         client.models.list()
     except openai.APIConnectionError as e:
@@ -163,6 +166,11 @@ def _check_server(manifest: Manifest, api_key: str, url: str) -> None:
     except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
         env = manifest.teacher.api_key_env or "(none)"
         raise RunError(f"the teacher at {url} refused the API key from {env} (HTTP {e.status_code})") from None
+    except openai.APIStatusError as e:
+        if 300 <= e.status_code < 400:
+            target = e.response.headers.get("location") or "(no Location header)"
+            raise RunError(f"the teacher at {url} ({what}) answered GET /models with HTTP {e.status_code}, a redirect to {target}: "
+                           "redirects are not followed (set it to the server you mean, if you trust it)") from None
     except openai.APIError:
         pass  # no /models on this server: the first request will tell
     finally:

@@ -39,6 +39,7 @@ from curator.sample.sampler import (
     request_body,
     request_params,
 )
+from curator.sample.transport import refuse_redirect
 from curator.store.layout import OutputDir
 from curator.store.ledger import TERMINAL, BatchEntry, Ledger
 
@@ -255,7 +256,9 @@ class BatchRun:
         self.ledger = Ledger(self.out.ledger)
         self.client = openai.OpenAI(base_url=normalise_endpoint(self.m.teacher.base_url), api_key=ctx.api_key,
                                     max_retries=self.m.limits.max_retries, timeout=self.m.limits.timeout_s,
-                                    default_headers=self.m.teacher.request_headers())
+                                    default_headers=self.m.teacher.request_headers(),
+                                    # a 307 would re-send the batch file and teacher.headers to another origin
+                                    http_client=openai.DefaultHttpxClient(follow_redirects=False))
         self.maker = RecordMaker(self.m, ctx.price, ctx.counter, batch=True)
         refresh = getattr(ctx.display, "refresh", None)
         self.reader = Reader(self.maker, ctx.jobs, ctx.store, ctx.judge, ctx.stats, on_stored=(lambda _r: refresh()) if refresh else None)
@@ -433,6 +436,7 @@ class BatchRun:
                     continue
                 time.sleep(self.opts.poll_s)
         except openai.APIStatusError as e:
+            refuse_redirect(e.status_code, e.response.headers)  # one line naming the target
             if e.status_code in (401, 403, 404, 400):
                 raise FatalRequestError(_one_line(e)) from None
             raise RunError(f"batch API: {_one_line(e)}; `curator resume {self.out.path}` picks up where this stopped") from None

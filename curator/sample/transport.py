@@ -37,7 +37,7 @@ class RedirectRefused(CuratorError):
     from another server (another origin, possibly) and be stored under this endpoint's keys."""
 
 
-def _refuse_redirect(status: int, headers: Mapping[str, str]) -> None:
+def refuse_redirect(status: int, headers: Mapping[str, str]) -> None:
     if 300 <= status < 400:  # (base_url is not quoted: it may carry credentials)
         target = headers.get("location") or "(no Location header)"
         raise RedirectRefused(f"the teacher answered HTTP {status}, a redirect to {target}: redirects are not followed "
@@ -64,9 +64,9 @@ class OpenAITransport:
         except TimeoutError:
             raise openai.APITimeoutError(request=_http.Request("POST", self.url)) from None
         except openai.APIStatusError as e:  # httpx raises for a 3xx it does not follow
-            _refuse_redirect(e.status_code, e.response.headers)
+            refuse_redirect(e.status_code, e.response.headers)
             raise
-        _refuse_redirect(raw.status_code, raw.headers)
+        refuse_redirect(raw.status_code, raw.headers)
         return content, raw.headers
 
     async def close(self) -> None:
@@ -106,7 +106,7 @@ class AiohttpTransport:
                                          proxy=self.proxy, proxy_auth=self.proxy_auth) as r:
                 content = await r.read()
                 if r.status >= 300:
-                    _refuse_redirect(r.status, r.headers)
+                    refuse_redirect(r.status, r.headers)
                     raise _status_error(r.status, dict(r.headers), content, self._request)
                 return content, r.headers
         except TimeoutError:
