@@ -196,6 +196,9 @@ def secret_problem(teacher: Teacher) -> str | None:
             return (f"teacher.headers.{name} holds a literal credential: put it in an environment variable and write "
                     f"`{name}: {{env: VARIABLE}}` (it is read at request time and never written)")
     params = teacher.params.model_dump(exclude_none=True)
+    misplaced = next((k for k, v in params.items() if k != "extra_body" and has_env_ref(v)), None)
+    if misplaced:  # only headers and extra_body are resolved: elsewhere it would be sent as {"env": NAME}
+        return f"teacher.params.{misplaced}: {{env: ...}} is read only in teacher.headers and teacher.params.extra_body: move it there"
     found = literal_keys(params, "teacher.params")
     if found:
         return (f"{found} holds a literal value that looks like a key or token: put it in an environment variable and write "

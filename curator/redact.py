@@ -125,6 +125,14 @@ class MissingEnv(RunError):
     """An `{env: NAME}` value whose variable is not set."""
 
 
+def header_value(value: str, what: str) -> str:
+    """`value`, if an HTTP header can carry it. The HTTP clients refuse a line break as a
+    connection error ("cannot reach the teacher"): a key pasted with its newline, say so."""
+    if any(ch < " " or ch == "\x7f" for ch in value):
+        raise RunError(f"{what} holds a line break or control character, which an HTTP header cannot carry: export it without")
+    return value
+
+
 def resolve_env(value: Any, where: str) -> Any:
     """`value` with every `{env: NAME}` replaced by the variable's value, which is registered as a
     secret (masked in every message from now on). Only ever held in memory, for a request."""

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import openai
 import yaml
 
 from curator.config import Manifest, ManifestError, Price
@@ -28,16 +27,16 @@ from curator.errors import RunError, StoreError
 from curator.judge.base import FilterContext
 from curator.judge.chain import Chain, load_chain
 from curator.judge.runner import IncrementalJudge
-from curator.redact import register_secret, resolve_env
+from curator.redact import header_value, is_env_ref, register_secret, resolve_env
 from curator.sample.cost import find_price, warn_unknown
 from curator.sample.configs import check_at_start
 from curator.sample.loop import fewer_collections, run_loop
 from curator.sample.progress import RunProgress
 from curator.sample.per_prompt import PerPromptPlan
-from curator.sample.sampler import FatalRequestError, Job, JobFeed, Sampler, Stats, normalise_endpoint, request_params, sample_key
+from curator.sample.sampler import FatalRequestError, Job, JobFeed, Sampler, Stats, request_params, sample_key
 from curator.sample.sources import fingerprint, load_problems
 from curator.sample.templates import Renderer
-from curator.sample.transport import sync_client
+from curator.sample.preflight import preflight
 from curator.sample.tokencount import TokenCounter, load_counter
 from curator.store import catalog
 from curator.store.layout import OutputDir
@@ -56,7 +55,9 @@ class RunResult:
 
 
 def api_key_for(manifest: Manifest) -> str:
-    manifest.teacher.request_headers()  # a missing {env: NAME} variable (headers, extra_body) fails now, in one line
+    headers = manifest.teacher.request_headers()  # a missing {env: NAME} variable (headers, extra_body) fails now, in one line
+    for name, raw in (manifest.teacher.model_dump(include={"headers"})["headers"] or {}).items():
+        header_value(headers[name], f"environment variable {raw['env']} (teacher.headers.{name})" if is_env_ref(raw) else f"teacher.headers.{name}")
     resolve_env(manifest.teacher.params.extra_body, "teacher.params.extra_body")
     env = manifest.teacher.api_key_env
     if env is None:
@@ -65,7 +66,7 @@ def api_key_for(manifest: Manifest) -> str:
     if not key:
         raise RunError(f"environment variable {env} (teacher.api_key_env) is not set: export it with the teacher's API key")
     register_secret(key)  # from now on every message and receipt masks it
-    return key
+    return header_value(key, f"environment variable {env} (teacher.api_key_env)")
 
 
 def prompt_jobs(manifest: Manifest) -> tuple[list[Job], str]:
@@ -136,39 +137,6 @@ def write_resolved_manifest(manifest: Manifest, out_dir: Path) -> None:
     tmp = path.with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")  # workers of one run write it side by side
     tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     os.replace(tmp, path)
-
-
-def preflight(manifest: Manifest, api_key: str) -> None:
-    """Fail in one line before anything is sent: server unreachable, bad key. A fleet fails only
-    when no replica answers (the others are taken out and probed during the run)."""
-    urls = manifest.teacher.replicas or [manifest.teacher.base_url]
-    unreachable = []
-    for url in urls:
-        try:
-            _check_server(manifest, api_key, url)
-            return
-        except RunError as e:
-            if not manifest.teacher.replicas or "refused the API key" in str(e):
-                raise
-            unreachable.append(url)
-    raise RunError(f"cannot reach any teacher replica (teacher.replicas): {', '.join(unreachable)}")
-
-
-def _check_server(manifest: Manifest, api_key: str, url: str) -> None:
-    what = "teacher.replicas" if manifest.teacher.replicas else "teacher.base_url"
-    client = sync_client(normalise_endpoint(url), api_key, max_retries=2, timeout=min(30.0, manifest.limits.timeout_s),
-                         headers=manifest.teacher.request_headers())
-    try:
-        client.models.list()
-    except openai.APIConnectionError as e:
-        raise RunError(f"cannot reach the teacher at {url} ({what}): {type(e).__name__}") from None
-    except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
-        env = manifest.teacher.api_key_env or "(none)"
-        raise RunError(f"the teacher at {url} refused the API key from {env} (HTTP {e.status_code})") from None
-    except openai.APIError:
-        pass  # no /models on this server: the first request will tell
-    finally:
-        client.close()
 
 
 def load_filter_chain(manifest: Manifest, out_dir: Path) -> Chain | None:

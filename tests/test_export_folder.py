@@ -105,3 +105,19 @@ def test_to_dot(out, tmp_path):
     (busy / "paper.tex").write_text("\\section{Intro}")
     one_line(export_cli(out.resolve(), "--format", "messages", "--to", ".", cwd=busy), "paper.tex is not a curator export's file")
     assert [p.name for p in busy.iterdir()] == ["paper.tex"] and (busy / "paper.tex").read_text() == "\\section{Intro}"
+
+
+def test_a_symlinked_folder_listed_by_a_hostile_manifest_is_not_written_through(out, tmp_path):
+    """A received export folder whose manifest lists `arrow` (trusted by name) while `arrow` is a
+    symlink to another folder: exporting hf into it must not write into (or over) that folder."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "dataset_dict.json").write_text("the user's own\n")
+    d = tmp_path / "received"
+    d.mkdir()
+    (d / "arrow").symlink_to(victim, target_is_directory=True)
+    (d / "export.json").write_text(json.dumps({"curator_export": 1, "format": "hf", "written": {"arrow": None}}))
+    before = snapshot(victim)
+    r = cli("export", out, "--format", "hf", "--to", d)
+    one_line(r, "changed since curator exported it")
+    assert snapshot(victim) == before and (d / "arrow").is_symlink()

@@ -190,6 +190,33 @@ def test_batch_mode_does_not_follow_a_redirect(tmp_path, server):
     assert q(tmp_path / "out", "SELECT count(*) FROM samples") == [(0,)]
 
 
+def test_the_preflight_does_not_follow_a_redirect_nor_send_headers_to_another_origin(tmp_path, server):
+    """`GET /models` (the check before the run) redirected to another origin: httpx follows it and
+    drops Authorization, but not `teacher.headers`, so a gateway key went to the foreign server."""
+    foreign = server()
+    target = foreign + "/models"
+    url = server(hostile={"redirect_paths": {"/v1/models": target}})
+    m = write_manifest(tmp_path, url, n=1, extra_teacher="headers: {X-Gateway-Key: {env: GW_TOKEN}}")
+    r = cli("run", m, "--no-progress", env={"GW_TOKEN": "gw-secret-4f1e9a"})
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "redirect" in errors[0] and target in errors[0], r.stderr
+    assert server_stats(foreign)["models_requests"] == 0 and server_stats(foreign)["requests"] == 0
+
+
+def test_batch_mode_does_not_follow_a_redirect_of_its_upload(tmp_path, server):
+    """Batch mode's own client (files, batches): a 307 re-sends the POST, the whole batch file and
+    `teacher.headers`, to the other origin."""
+    foreign = server()
+    url = server(hostile={"redirect_paths": {"/v1/files": foreign + "/files"}})
+    m = write_manifest(tmp_path, url, n=1, extra_teacher="mode: batch\n  batch: {poll_s: 0.05}\n  headers: {X-Gateway-Key: {env: GW_TOKEN}}")
+    r = cli("run", m, "--no-progress", env={"GW_TOKEN": "gw-secret-4f1e9a"})
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "redirect" in errors[0] and foreign + "/files" in errors[0], r.stderr
+    assert server_stats(foreign)["files_uploaded"] == 0
+
+
 # -- 6. timeouts bound the whole request -------------------------------------------------------
 
 
@@ -217,6 +244,10 @@ def test_a_trickled_body_times_out_and_is_retried(tmp_path, server, http):
     (Usage(40, 900, 2**40, None), 1024, "reasoning_tokens="),
     (Usage(None, 900, None, None), 1024, None),  # missing counts are counted locally, not judged
     (Usage(-1, 900, None, None), 1024, "prompt_tokens=-1 is not a non-negative integer"),
+    (Usage(40, 900, 1000, None), 1024, None),  # reasoning counted apart (billed 1,900): within the bound
+    # Counted apart, reasoning is billed on top of completion (cost.billed_output_tokens): the sum
+    # must stay within the bound, not each count alone (it billed up to twice max_tokens).
+    (Usage(40, 30_000, 35_000, None), 1024, "reasoning_tokens=35000"),
 ])
 def test_usage_bounds(usage, max_tokens, why):
     got = implausible_usage(usage, prompt_bytes=100, messages=1, answer_bytes=40_000, choices=2, max_tokens=max_tokens)

@@ -102,6 +102,28 @@ def test_missing_env_variable_is_one_line_naming_it(tmp_path, server):
     assert chat_requests(url) == 0
 
 
+@pytest.mark.parametrize("where", ["api_key_env", "header"])
+def test_a_key_with_a_line_break_is_one_line_naming_its_variable(tmp_path, server, where):
+    """A key exported with its trailing newline (`export K="$(cat keyfile)"` keeps none, a
+    copy-paste often does) cannot go in an HTTP header: say so, not 'cannot reach the teacher'."""
+    url = server()
+    teacher = "api_key_env: CURATOR_TEST_NL" if where == "api_key_env" else "headers: {X-Gateway-Key: {env: CURATOR_TEST_NL}}"
+    m = write_manifest(tmp_path, url, extra_teacher=teacher)
+    line = one_line(cli("run", m, "--no-progress", env={"CURATOR_TEST_NL": "gw-4f1e9a7c\n"}))
+    assert "CURATOR_TEST_NL" in line and "line break" in line and "reach" not in line and "gw-4f1e9a7c" not in line, line
+    assert chat_requests(url) == 0
+
+
+def test_env_outside_extra_body_is_refused_not_sent_as_is(tmp_path, server):
+    """`{env: NAME}` is read in teacher.headers and params.extra_body only: elsewhere in params it
+    was sent to the teacher as the literal object {"env": NAME}, with no word."""
+    url = server()
+    m = write_manifest(tmp_path, url, params=", metadata: {user: {env: CURATOR_TEST_U}}")
+    line = one_line(cli("run", m, "--no-progress", env={"CURATOR_TEST_U": "bob"}))
+    assert "teacher.params.metadata" in line and "extra_body" in line, line
+    assert chat_requests(url) == 0
+
+
 @pytest.mark.parametrize("teacher, params, field", [
     ("", ", extra_body: {token: sk-proj-4f9aQ7bX2mLk8sVt0pRz}", "teacher.params.extra_body.token"),
     ("", ", extra_body: {auth: {key: 9f86d081884c7d659a2feaa0c55ad015}}", "teacher.params.extra_body.auth.key"),

@@ -75,7 +75,7 @@ def test_soak_ci_size(tmp_path):
     assert f["answers_lost"] == 0
     assert f["requests_paid_twice"] <= f["answers_not_stored_in_flight_at_kill"] <= f["requests_in_flight_at_kills"]
     assert f["distinct_keys_stored"] == f["answers_stored"] == 2000
-    assert f["dataset"]["equal"] and f["dataset"]["verdict_rows"] == 2000 * 5  # r1-math: five steps
+    assert f["dataset"]["equal"] and f["dataset"]["verdict_rows"] == 2000 * 6  # the response step + r1-math's five
     assert 0 < f["dataset"]["accepted"] < 2000  # the outcome mix gives every verdict something to reject
     # The soak really was one: 5 kills while sampling, every fault kind and the burst happened.
     assert f["kills"] == f["kills_during_sampling"] == 5

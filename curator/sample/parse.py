@@ -156,7 +156,7 @@ def implausible_usage(usage: Usage, *, prompt_bytes: int, messages: int, answer_
     # The common case, every count present and plausible, in one expression (it runs per request).
     if (type(p) is int and type(c) is int and type(k) in (int, type(None)) and type(r) in (int, type(None))
             and 0 <= p <= top_p and answer_bytes // MAX_BYTES_PER_TOKEN <= c <= top
-            and (r is None or 0 <= r <= top) and (k is None or 0 <= k <= p)):
+            and (r is None or 0 <= r <= top) and (k is None or 0 <= k <= p) and (r is None or r <= c or c + r <= top)):
         return None
     fields = (("prompt_tokens", usage.prompt_tokens), ("completion_tokens", usage.completion_tokens),
               ("reasoning_tokens", usage.reasoning_tokens), ("cached_tokens", usage.cached_tokens))
@@ -171,6 +171,8 @@ def implausible_usage(usage: Usage, *, prompt_bytes: int, messages: int, answer_
     for name, v in fields[1:3]:
         if v is not None and v > top:
             return f"{name}={v} for {answer_bytes} bytes of answer (at most {top})"
+    if type(c) is int and type(r) is int and r > c and c + r > top:  # billed apart: the sum (cost.billed_output_tokens)
+        return f"reasoning_tokens={r} on top of completion_tokens={c} for {answer_bytes} bytes of answer (at most {top} in all)"
     if c is not None and c < answer_bytes // MAX_BYTES_PER_TOKEN:
         return f"completion_tokens={c} for {answer_bytes} bytes of answer"
     return None

@@ -95,7 +95,9 @@ def check_target(target: Path) -> dict[str, str | None]:
             continue
         if rel not in own:
             foreign.append(rel)
-        elif own[rel] is not None and ((target / rel).is_symlink() or _sha256(target / rel) != own[rel]):
+        # An export never writes a symlink: one, even listed by name, would have the new files
+        # written through it into another folder (a received folder's manifest may list it).
+        elif (target / rel).is_symlink() or (own[rel] is not None and _sha256(target / rel) != own[rel]):
             changed.append(rel)
     if foreign:
         more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""

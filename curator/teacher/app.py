@@ -485,7 +485,11 @@ def make_app(config: ServerConfig | dict[str, Any] | None = None) -> web.Applica
     cfg = config if isinstance(config, ServerConfig) else ServerConfig.load(config)
     state = TeacherState(cfg)
     # Batch input files are uploaded whole (a provider accepts up to 200 MB).
-    app = web.Application(client_max_size=256 * 1024 * 1024)
+    @web.middleware
+    async def redirects(request: web.Request, handler: Any) -> web.StreamResponse:
+        return hostile.path_redirect(state.config.hostile, request.path) or await handler(request)
+
+    app = web.Application(client_max_size=256 * 1024 * 1024, middlewares=[redirects] if cfg.hostile.redirect_paths else [])
     app[STATE_KEY] = state
     chat = state.chat_completions
     if cfg.request_log:

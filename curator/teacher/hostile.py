@@ -9,6 +9,8 @@ actual transports, not a mock:
   pad_chars      this many characters of filler appended to every choice's content (a huge answer)
   redirect_to    every chat and batch API (files, batches) request answered `307 Temporary Redirect`
                  to this URL
+  redirect_paths any other request to one of these paths (`/v1/models`: the client's preflight, the
+                 fleet's probe; `/v1/files`: batch mode's upload) answered `307` to the URL given
   trickle_s      the body sent one byte every `trickle_s` seconds (headers at once)"""
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Hostile(BaseModel):
     finish_reason: str | None = None
     pad_chars: int = Field(default=0, ge=0)
     redirect_to: str | None = None
+    redirect_paths: dict[str, str] = Field(default_factory=dict)
     trickle_s: float | None = Field(default=None, gt=0)
 
 
@@ -45,6 +48,11 @@ def redirect(h: Hostile) -> web.Response | None:
     if h.redirect_to is None:
         return None
     return web.Response(status=307, headers={"Location": h.redirect_to})
+
+
+def path_redirect(h: Hostile, path: str) -> web.Response | None:
+    target = h.redirect_paths.get(path)
+    return None if target is None else web.Response(status=307, headers={"Location": target})
 
 
 def apply(h: Hostile, completion: dict[str, Any]) -> dict[str, Any]:
