@@ -72,3 +72,16 @@ def server():
     yield start
     for cm in reversed(stack):
         cm.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two Ray nodes (raylets) on this machine: a head and a worker node, small object
+    stores (tests/test_ray_chain.py, tests/test_ray_workers.py; one per module)."""
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": 100 << 20})
+    c.add_node(num_cpus=2, object_store_memory=100 << 20)
+    c.wait_for_nodes()
+    yield c
+    c.shutdown()

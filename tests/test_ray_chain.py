@@ -40,18 +40,6 @@ steps:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """Two Ray nodes (raylets) on this machine: a head and a worker node, small object stores."""
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": 100 << 20})
-    c.add_node(num_cpus=2, object_store_memory=100 << 20)
-    c.wait_for_nodes()
-    yield c
-    c.shutdown()
-
-
-@pytest.fixture(scope="module")
 def stored(tmp_path_factory):
     """A real output folder: 240 answers from the local teacher in several shards (a quarter of
     them one canned CoT: a near-dup bucket bigger than the all-pairs limit), plus a shard a crash

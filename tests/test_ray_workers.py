@@ -56,18 +56,6 @@ def test_bad_ray_options_are_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """Two Ray nodes (raylets) on this machine, as tests/test_ray_chain.py starts them."""
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": 100 << 20})
-    c.add_node(num_cpus=2, object_store_memory=100 << 20)
-    c.wait_for_nodes()
-    yield c
-    c.shutdown()
-
-
 def _raw_keys(out: Path) -> list[str]:
     """Every key in every shard, duplicates included (the views would hide them)."""
     return [k for p in sorted((out / "shards").glob("*.parquet")) for k in pq.read_table(p, columns=["key"]).column("key").to_pylist()]

@@ -12,19 +12,10 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from curator.config import Manifest
+from curator.sample.sampler import normalise_endpoint
 from curator.store.configs import load_configs, save_config
-
-
-def _endpoint(base_url: str) -> str:
-    """The endpoint as keys see it, without credentials a URL may carry (never written)."""
-    url = base_url.rstrip("/")
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        url = urlunsplit(parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")))
-    return url
 
 
 def describe(manifest: Manifest) -> dict[str, Any]:
@@ -38,7 +29,7 @@ def describe_data(data: dict[str, Any]) -> dict[str, Any]:
     t = data.get("teacher") or {}
     params = {k: v for k, v in (t.get("params") or {}).items() if v is not None and k != "n"}
     template = {k: v for k, v in (data.get("prompt") or {}).items() if v is not None}
-    spec = {"endpoint": _endpoint(str(t.get("base_url") or "")), "model": t.get("model"), "params": params, "template": template}
+    spec = {"endpoint": normalise_endpoint(str(t.get("base_url") or "")), "model": t.get("model"), "params": params, "template": template}
     blob = json.dumps(spec, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return {
         "id": "c" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12],
